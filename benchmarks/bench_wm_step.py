@@ -1,0 +1,178 @@
+"""Cost of one env-sized world-model step: a DiT forward and a full chunk sample.
+
+For each batch size (1 and 16 by default) it times, on an untrained model of the chosen size:
+
+- ``forward``: one DiT evaluation on (context + chunk) latent frames (one sampler step);
+- ``sample``: one ``WorldModel.predict`` call (``num_steps`` Euler steps + conditioning);
+
+counts the FLOPs of the same calls with ``torch.utils.flop_counter`` (matmuls and attention;
+2 FLOPs per multiply-add), and measures this machine's fp32 matmul rate in the same run, so
+achieved GFLOP/s can be read against the ceiling. Writes JSON; asserts nothing.
+
+    python -m benchmarks.bench_wm_step --size tiny --out benchmarks/results/wm_step_tiny.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from world_model import WorldModel, WorldModelConfig
+
+
+def _time(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(device: torch.device, sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
+    """Measured fp32 square-matmul rate of this machine, per size, in GFLOP/s."""
+    rates = {}
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        seconds = _time(lambda a=a, b=b: a @ b, repeats, device)
+        rates[str(n)] = 2 * n**3 / seconds / 1e9
+    return rates
+
+
+def bench(
+    size: str,
+    variant: str,
+    batches: list[int],
+    num_steps: int | None,
+    repeats: int,
+    device: torch.device,
+) -> dict:
+    torch.manual_seed(0)
+    config = WorldModelConfig.from_size(size, variant=variant)
+    model = WorldModel(config, np.zeros(57), np.ones(57)).to(device).eval().requires_grad_(False)
+    steps = num_steps or config.sampler.num_steps
+    latent = config.tokenizer.resolution // 8
+    c = config.tokenizer.latent_channels
+    rows = []
+    for batch in batches:
+        context = torch.randn(batch, config.context_frames, c, latent, latent, device=device)
+        actions = torch.randn(batch, config.action_rows, 57, device=device)
+        semantic = None
+        if model.semantic_encoder is not None:
+            frames = torch.randint(
+                0,
+                256,
+                (batch, config.tokenizer.resolution, config.tokenizer.resolution, 3),
+                dtype=torch.uint8,
+            )
+            semantic = model.encode_semantic(frames.to(device), ["pick up the cup"] * batch)
+        frames_in = torch.randn(
+            batch, config.context_frames + config.chunk_frames, c, latent, latent, device=device
+        )
+        sigma = torch.full((batch,), 0.5, device=device)
+        with torch.no_grad():
+            dit_context = model._context(actions, None, model._semantic_kv(semantic, True))
+
+        def forward(frames_in=frames_in, sigma=sigma, dit_context=dit_context):
+            with torch.no_grad():
+                model.dit(frames_in, sigma, dit_context, config.context_frames)
+
+        def sample(context=context, actions=actions, semantic=semantic):
+            model.predict(
+                context, actions, semantic, torch.Generator(device).manual_seed(0), num_steps=steps
+            )
+
+        for name, fn in (("forward", forward), ("sample", sample)):
+            flops = _flops(fn)
+            seconds = _time(fn, repeats, device)
+            rows.append(
+                {
+                    "what": name,
+                    "batch": batch,
+                    "num_steps": steps if name == "sample" else 1,
+                    "seconds": seconds,
+                    "gflop": flops / 1e9,
+                    "achieved_gflops": flops / seconds / 1e9,
+                    "ms_per_env": 1e3 * seconds / batch,
+                }
+            )
+    params = {
+        name: sum(p.numel() for p in part.parameters())
+        for name, part in (("dit", model.dit), ("conditioner", model.conditioner))
+    }
+    tokens = (config.context_frames + config.chunk_frames) * (latent // config.dit.patch_size) ** 2
+    return {
+        "size": size,
+        "variant": variant,
+        "tokens_per_sample": tokens,
+        "parameters": params,
+        "semantic": config.semantic.enabled,
+        "results": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--variant", default="dexac")
+    parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
+    parser.add_argument("--num-steps", type=int, default=None, help="default: the size's sampler")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="benchmarks/results/wm_step_tiny.json")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    ceiling = matmul_gflops(device)
+    report = bench(
+        args.size,
+        args.variant,
+        [int(b) for b in args.batches.split(",")],
+        args.num_steps,
+        args.repeats,
+        device,
+    )
+    best = max(ceiling.values())
+    for row in report["results"]:
+        row["fraction_of_matmul_peak"] = row["achieved_gflops"] / best
+    report["machine"] = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_fp32_gflops": ceiling,
+    }
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=2)
+    for row in report["results"]:
+        print(
+            f"{row['what']:8s} B={row['batch']:3d} steps={row['num_steps']:3d} "
+            f"{1e3 * row['seconds']:9.2f} ms  {row['gflop']:8.3f} GFLOP  "
+            f"{row['achieved_gflops']:7.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
+            f"of matmul {best:.0f})"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""World-model checkpoints: one safetensors file, self-describing, never unpickled.
+
+The file holds every weight and buffer of the :class:`WorldModel` (DiT, conditioning with its
+action statistics, tokenizer with its latent statistics, reward head, ssl-vit-tiny when used).
+Its string metadata holds the full config (JSON), the action and latent statistics (JSON, for
+readers that do not build the model), the code version and, for the wan tokenizer, the
+AutoencoderKLWan config. Frozen external encoders (DINO, the text model) are not stored: they
+are read from their own directories / package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "dexac-world-model"
+FILENAME = "model.safetensors"
+
+
+def _file(path: str) -> str:
+    return path if path.endswith(".safetensors") else os.path.join(path, FILENAME)
+
+
+def save_world_model(model, path: str) -> str:
+    """Write ``model`` to ``path`` (directory or .safetensors file); returns the file path."""
+    from world_model import __version__
+
+    target = _file(path)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    tensors = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
+    metadata = {
+        "format": FORMAT,
+        "code_version": __version__,
+        "config": json.dumps(model.config.to_dict()),
+        "action_mean": json.dumps(model.action_mean.tolist()),
+        "action_std": json.dumps(model.action_std.tolist()),
+        "latent_mean": json.dumps(model.tokenizer.latent_mean.tolist()),
+        "latent_std": json.dumps(model.tokenizer.latent_std.tolist()),
+    }
+    if model.config.tokenizer.kind == "wan":
+        metadata["tokenizer_vae_config"] = json.dumps(dict(model.tokenizer.vae.config))
+    save_file(tensors, target, metadata=metadata)
+    return target
+
+
+def read_metadata(path: str) -> dict:
+    """The parsed metadata of a checkpoint (config as a dict, statistics as lists)."""
+    target = _file(path)
+    if not os.path.isfile(target):
+        raise ValueError(f"no world-model checkpoint at {target}")
+    with safe_open(target, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{target} is not a {FORMAT} checkpoint (format={metadata.get('format')!r})"
+        )
+    parsed = {
+        key: json.loads(value)
+        for key, value in metadata.items()
+        if key not in ("format", "code_version")
+    }
+    parsed["code_version"] = metadata.get("code_version", "unknown")
+    return parsed
+
+
+def check_state(
+    expected: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]], source: str
+) -> None:
+    """One ValueError naming every missing, unexpected and mis-shaped tensor."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mis_shaped = [
+        f"{name}: config gives {tuple(expected[name].shape)}, file has {found[name]}"
+        for name in sorted(set(expected) & set(found))
+        if tuple(expected[name].shape) != tuple(found[name])
+    ]
+    if missing or unexpected or mis_shaped:
+
+        def head(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+
+        raise ValueError(
+            f"the config does not match the weights in {source}: "
+            f"{len(missing)} missing [{head(missing)}], {len(unexpected)} unexpected "
+            f"[{head(unexpected)}], {len(mis_shaped)} with another shape [{head(mis_shaped)}]"
+        )
+
+
+def load_world_model(path: str, device: str | torch.device = "cpu", config=None):
+    """Build the model from the file's config (or ``config``, checked against the weights)."""
+    import numpy as np
+
+    from world_model.config import WorldModelConfig
+    from world_model.facade import WorldModel
+
+    target = _file(path)
+    metadata = read_metadata(target)
+    if config is None:
+        config = WorldModelConfig.from_dict(metadata["config"])
+    model = WorldModel(
+        config,
+        action_mean=np.asarray(metadata["action_mean"]),
+        action_std=np.asarray(metadata["action_std"]),
+        tokenizer_vae_config=metadata.get("tokenizer_vae_config"),
+    )
+    expected = model.state_dict()
+    with safe_open(target, framework="pt", device="cpu") as handle:
+        found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+        check_state(expected, found, target)
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()

@@ -1,0 +1,274 @@
+"""The latent video DiT (Cosmos-Predict2.5 style), the network only: it knows nothing of noise
+schedules (flow.py) or sampling (sampler.py).
+
+Input: latent frames ``(B, T, C, h, w)``, the first ``context_frames`` clean (the conditioning
+frames, marked by a mask channel and given noise level 0), the rest noisy at level ``sigma``.
+Output: a velocity for every frame, ``(B, T, C, h, w)``; the objective uses the noisy ones.
+
+Each block: self-attention over all (t, h, w) tokens with 3D RoPE and QK RMSNorm ->
+semantic cross-attention (if the semantic branch is on) -> action cross-attention (DexAC local
+refinement, if the variant has it) -> MLP, each sub-layer AdaLN-modulated (shift, scale, gate)
+from the timestep embedding plus the action embeddings. Modulation and output layers start at
+zero, so a fresh network outputs 0 and every conditioning path starts as the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from world_model.conditioning import ActionConditioning
+from world_model.dit_layers import (
+    AdaLNModulation,
+    Attention,
+    RoPE3D,
+    TimestepEmbedder,
+    modulate,
+    zero_init,
+)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Width and depth of the DiT.
+
+    Attributes:
+        hidden_dim: token width D.
+        depth: number of blocks.
+        heads: attention heads.
+        patch_size: spatial patch p (latents are patchified p x p, time is not).
+        mlp_ratio: MLP width / D.
+        adaln_lora_dim: rank of AdaLN-LoRA; None = full AdaLN.
+        context_dim: width of the semantic token sequence the cross-attention reads.
+        action_attn_dim: inner width of the action cross-attention (None = D); narrower keeps
+            DexAC's extra parameters small at paper scale.
+        rope_theta: RoPE base.
+    """
+
+    hidden_dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    patch_size: int = 2
+    mlp_ratio: float = 4.0
+    adaln_lora_dim: int | None = None
+    context_dim: int | None = None
+    action_attn_dim: int | None = None
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim % self.heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must divide by heads {self.heads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DiTConfig:
+        return cls(**values)
+
+
+# The size registry. paper-2b is the Cosmos-Predict2.5 2B backbone.
+DIT_SIZES: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(hidden_dim=128, depth=4, heads=4, adaln_lora_dim=32),
+    "small": DiTConfig(hidden_dim=256, depth=8, heads=4, adaln_lora_dim=64),
+    "base": DiTConfig(hidden_dim=768, depth=12, heads=12, adaln_lora_dim=128, context_dim=512),
+    "paper-2b": DiTConfig(
+        hidden_dim=2048,
+        depth=28,
+        heads=16,
+        patch_size=2,
+        adaln_lora_dim=256,
+        context_dim=1024,
+        action_attn_dim=1024,
+    ),
+}
+
+
+@dataclass
+class DiTContext:
+    """Everything the DiT needs besides the noisy latents; fixed for all sampler steps.
+
+    cond_extra: (B, F_total, D) or (B, 1, D) action part of the AdaLN input (or None).
+    action_kv / semantic_kv: per-block cached keys/values of the cross-attentions (or None).
+    """
+
+    cond_extra: torch.Tensor | None
+    action_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+    semantic_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, config: DiTConfig, action_token_dim: int | None, semantic: bool) -> None:
+        super().__init__()
+        dim, heads = config.hidden_dim, config.heads
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.self_attn = Attention(dim, heads)
+        self.semantic_attn = (
+            Attention(dim, heads, context_dim=config.context_dim or dim) if semantic else None
+        )
+        self.action_attn = (
+            Attention(dim, heads, context_dim=action_token_dim, inner_dim=config.action_attn_dim)
+            if action_token_dim
+            else None
+        )
+        hidden = int(dim * config.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+        )
+        zero_init(self.mlp[2])
+        self.sublayers = 2 + (self.semantic_attn is not None) + (self.action_attn is not None)
+        self.modulation = AdaLNModulation(dim, self.sublayers, config.adaln_lora_dim)
+
+    def _residual(self, x, sublayer, shift, scale, gate) -> torch.Tensor:
+        """x (B, T, N, D); the sub-layer sees modulated, flattened tokens."""
+        b, t, n, d = x.shape
+        h = modulate(self.norm(x), shift, scale).reshape(b, t * n, d)  # (B, L, D)
+        return x + gate * sublayer(h).reshape(b, t, n, d)  # (B, T, N, D)
+
+    def forward(self, x, cond, shared, rope, semantic_kv=None, action_kv=None) -> torch.Tensor:
+        """x (B, T, N, D) tokens per frame; cond (B, T, D) AdaLN input -> (B, T, N, D)."""
+        mods = iter(self.modulation(cond, shared))
+        x = self._residual(
+            x, lambda h: self.self_attn(h, rope=rope), *(next(mods) for _ in range(3))
+        )
+        if self.semantic_attn is not None:
+            triple = [next(mods) for _ in range(3)]
+            if semantic_kv is not None:  # a zero gate and no context are the same; skip the work
+                x = self._residual(x, lambda h: self.semantic_attn(h, kv=semantic_kv), *triple)
+        if self.action_attn is not None:
+            triple = [next(mods) for _ in range(3)]
+            x = self._residual(x, lambda h: self.action_attn(h, kv=action_kv), *triple)
+        return self._residual(x, self.mlp, *(next(mods) for _ in range(3)))
+
+
+class DiT(nn.Module):
+    """The video diffusion transformer.
+
+    Args:
+        config: width and depth.
+        latent_channels: C of the tokenizer's latents.
+        action_token_dim: width of action tokens for the local cross-attention, None if the
+            conditioning variant has none.
+        semantic_dims: (image feature dim, text feature dim) of the semantic branch, or None.
+    """
+
+    def __init__(
+        self,
+        config: DiTConfig,
+        latent_channels: int,
+        action_token_dim: int | None = None,
+        semantic_dims: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.latent_channels = latent_channels
+        dim, p = config.hidden_dim, config.patch_size
+        # +1 input channel: the mask saying which frames are clean conditioning frames
+        self.patch_embed = nn.Linear((latent_channels + 1) * p * p, dim)
+        self.time_embed = TimestepEmbedder(dim)
+        lora = config.adaln_lora_dim
+        self.shared_modulation = (
+            nn.Sequential(nn.SiLU(), zero_init(nn.Linear(dim, 3 * dim))) if lora else None
+        )
+        self.rope = RoPE3D(dim // config.heads, config.rope_theta)
+        if semantic_dims is not None:
+            context_dim = config.context_dim or dim
+            self.semantic_image_proj = nn.Linear(semantic_dims[0], context_dim)
+            self.semantic_text_proj = nn.Linear(semantic_dims[1], context_dim)
+            self.semantic_type = nn.Parameter(torch.randn(2, context_dim) * 0.02)
+            self.semantic_norm = nn.LayerNorm(context_dim)
+        self.has_semantic = semantic_dims is not None
+        self.has_action_tokens = action_token_dim is not None
+        self.blocks = nn.ModuleList(
+            DiTBlock(config, action_token_dim, self.has_semantic) for _ in range(config.depth)
+        )
+        self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(dim, 2 * dim)))
+        self.final_proj = zero_init(nn.Linear(dim, latent_channels * p * p))
+
+    def semantic_keys_values(
+        self, image: torch.Tensor, text: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Semantic features -> per-block cross-attention keys/values (constant in a rollout).
+
+        image (B, S_img, D_img), text (B, S_txt, D_txt): projected, tagged with a type
+        embedding, concatenated into one token sequence (B, S, Dc).
+        """
+        if not self.has_semantic:
+            raise ValueError("semantic features given but this DiT has no semantic branch")
+        image = self.semantic_image_proj(image) + self.semantic_type[0]  # (B, S_img, Dc)
+        text = self.semantic_text_proj(text) + self.semantic_type[1]  # (B, S_txt, Dc)
+        tokens = self.semantic_norm(torch.cat([image, text], dim=1))  # (B, S, Dc)
+        return [block.semantic_attn.keys_values(tokens) for block in self.blocks]
+
+    def prepare(
+        self,
+        actions: ActionConditioning,
+        semantic_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        context_frames: int,
+    ) -> DiTContext:
+        """Everything that is constant over the sampler steps of one chunk (computed once)."""
+        # 1. action embeddings for AdaLN: global (B, 1, D) and/or per predicted frame (B, F, D)
+        cond_extra = None
+        if actions.global_emb is not None:
+            cond_extra = actions.global_emb[:, None]  # (B, 1, D)
+        if actions.frame_emb is not None:
+            frame_emb = actions.frame_emb  # (B, F, D)
+            pad = frame_emb.new_zeros(frame_emb.shape[0], context_frames, frame_emb.shape[2])
+            frame = torch.cat([pad, frame_emb], dim=1)  # (B, T, D)
+            cond_extra = frame if cond_extra is None else cond_extra + frame
+        # 2. per-block keys/values of the action tokens (local refinement)
+        action_kv = None
+        if self.has_action_tokens:
+            if actions.tokens is None:
+                raise ValueError("this DiT has action cross-attention but got no action tokens")
+            action_kv = [block.action_attn.keys_values(actions.tokens) for block in self.blocks]
+        return DiTContext(cond_extra=cond_extra, action_kv=action_kv, semantic_kv=semantic_kv)
+
+    def forward(
+        self, latents: torch.Tensor, sigma: torch.Tensor, context: DiTContext, context_frames: int
+    ) -> torch.Tensor:
+        """latents (B, T, C, h, w), first ``context_frames`` clean; sigma (B,) noise level of the
+        rest, in [0, 1] -> velocity (B, T, C, h, w)."""
+        b, t, c, h, w = latents.shape
+        p = self.config.patch_size
+        if c != self.latent_channels or h % p or w % p:
+            raise ValueError(
+                f"latents must be (B, T, {self.latent_channels}, h, w) with h, w divisible by {p}, "
+                f"got {tuple(latents.shape)}"
+            )
+        # 1. mask channel (1 = clean conditioning frame) and per-frame noise level (0 for those)
+        is_context = torch.arange(t, device=latents.device) < context_frames  # (T,)
+        mask = is_context.to(latents.dtype)[None, :, None, None, None].expand(b, t, 1, h, w)
+        frame_sigma = torch.where(
+            is_context[None], torch.zeros_like(sigma)[:, None], sigma[:, None]
+        )  # (B, T)
+        # 2. patchify: (B, T, C + 1, h, w) -> (B, T, N, (C + 1) p p) -> (B, T, N, D)
+        x = torch.cat([latents, mask], dim=2)
+        x = x.unflatten(3, (h // p, p)).unflatten(5, (w // p, p))  # (B, T, C+1, h/p, p, w/p, p)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6).flatten(4).flatten(2, 3)  # (B, T, N, (C+1) p p)
+        x = self.patch_embed(x)  # (B, T, N, D)
+        # 3. AdaLN input: timestep embedding per frame plus the action embeddings
+        cond = self.time_embed(frame_sigma)  # (B, T, D)
+        if context.cond_extra is not None:
+            cond = cond + context.cond_extra  # (B, T, D)
+        shared = self.shared_modulation(cond) if self.shared_modulation is not None else None
+        rope = self.rope.tables((t, h // p, w // p), latents.device)  # (L, hd / 2) x 2
+        # 4. blocks
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                cond,
+                shared,
+                rope,
+                semantic_kv=context.semantic_kv[i] if context.semantic_kv is not None else None,
+                action_kv=context.action_kv[i] if context.action_kv is not None else None,
+            )  # (B, T, N, D)
+        # 5. final AdaLN and projection to patches
+        shift, scale = self.final_modulation(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D)
+        x = self.final_proj(modulate(self.final_norm(x), shift, scale))  # (B, T, N, C p p)
+        # 6. unpatchify: (B, T, N, C p p) -> (B, T, C, h, w)
+        x = x.unflatten(2, (h // p, w // p)).unflatten(-1, (c, p, p))  # (B, T, h/p, w/p, C, p, p)
+        return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, c, h, w)

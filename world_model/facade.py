@@ -1,0 +1,288 @@
+"""The WorldModel facade: what the env, the trainer and the agents call.
+
+``encode`` frames to latents, ``predict`` the next chunk of latents from context latents and an
+action chunk, ``decode`` latents to frames, ``reward`` from latents; ``loss`` for training;
+``save_pretrained`` / ``from_pretrained`` for checkpoints (checkpoint.py).
+
+Action chunk convention: ``(B, 1 + action_frames, 57)`` in raw units; row 0 is the pose of the
+last context frame, rows 1.. the target poses of the predicted frames (DESIGN.md: action[t] is
+the pose frame t shows).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import torch
+from torch import nn
+
+from world_model.conditioning import ActionConditioner
+from world_model.config import WorldModelConfig
+from world_model.dit import DiT, DiTContext
+from world_model.flow import FlowMatching
+from world_model.reward_head import RewardHead
+from world_model.sampler import FlowSampler
+from world_model.semantic import SemanticEncoder, SemanticFeatures
+from world_model.tokenizer import VideoTokenizer
+
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def _repeat_kv(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, times: int):
+    if kv is None:
+        return None
+    return [(k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in kv]
+
+
+class WorldModel(nn.Module):
+    """Tokenizer + semantic encoders + action conditioner + DiT + reward head.
+
+    Args:
+        config: the full config.
+        action_mean, action_std: (57,) per-dimension statistics of the training actions.
+        tokenizer_vae_config: wan only, the AutoencoderKLWan config to build without its
+            weight directory (set by ``from_pretrained``).
+    """
+
+    def __init__(
+        self,
+        config: WorldModelConfig,
+        action_mean: np.ndarray,
+        action_std: np.ndarray,
+        tokenizer_vae_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = VideoTokenizer(config.tokenizer, vae_config=tokenizer_vae_config)
+        self.semantic_encoder = (
+            SemanticEncoder(config.semantic) if config.semantic.enabled else None
+        )
+        self.conditioner = ActionConditioner(
+            config.conditioning,
+            num_rows=config.action_rows,
+            hidden_dim=config.dit.hidden_dim,
+            chunk_frames=config.chunk_frames,
+            action_mean=action_mean,
+            action_std=action_std,
+        )
+        semantic_dims = None
+        if self.semantic_encoder is not None:
+            semantic_dims = (self.semantic_encoder.image_dim, self.semantic_encoder.text_dim)
+        self.dit = DiT(
+            config.dit,
+            latent_channels=config.tokenizer.latent_channels,
+            action_token_dim=config.conditioning.token_dim
+            if config.conditioning.uses_local
+            else None,
+            semantic_dims=semantic_dims,
+        )
+        self.reward_head = (
+            RewardHead(config.reward, config.tokenizer.latent_channels)
+            if config.reward.enabled
+            else None
+        )
+        self.flow = FlowMatching(config.flow)
+        self.sampler = FlowSampler(config.sampler)
+        self._semantic_cache: tuple[weakref.ref, list] | None = None
+
+    # -- statistics -------------------------------------------------------------------------
+    @property
+    def action_mean(self) -> np.ndarray:
+        return self.conditioner.normalizer.mean.cpu().numpy().astype(np.float64)
+
+    @property
+    def action_std(self) -> np.ndarray:
+        return self.conditioner.normalizer.std.cpu().numpy().astype(np.float64)
+
+    @property
+    def device(self) -> torch.device:
+        return self.conditioner.normalizer.mean.device
+
+    # -- pixels <-> latents -----------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> normalised latents (B, T', C, h, w)."""
+        return self.tokenizer.encode(frames.to(self.device))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, T', C, h, w) -> frames uint8 (B, T, H, W, 3)."""
+        return self.tokenizer.decode(latents.to(self.device))
+
+    @torch.no_grad()
+    def encode_semantic(self, frame: torch.Tensor, texts: list[str]) -> SemanticFeatures | None:
+        """frame uint8 (B, H, W, 3), B task texts -> features reused by every step of a
+        rollout (None when the semantic branch is off)."""
+        if self.semantic_encoder is None:
+            return None
+        return self.semantic_encoder.extract(frame.to(self.device), texts)
+
+    # -- conditioning helpers ---------------------------------------------------------------
+    def _check(self, context_latents: torch.Tensor, action_chunk: torch.Tensor) -> None:
+        cfg = self.config
+        c = cfg.tokenizer.latent_channels
+        if context_latents.ndim != 5 or context_latents.shape[1:3] != (cfg.context_frames, c):
+            raise ValueError(
+                f"context_latents must have shape (B, {cfg.context_frames}, {c}, h, w), "
+                f"got {tuple(context_latents.shape)}"
+            )
+        expected = (context_latents.shape[0], cfg.action_rows, 57)
+        if tuple(action_chunk.shape) != expected:
+            raise ValueError(
+                f"action_chunk must have shape {expected} (row 0 = pose of the last context frame, "
+                f"then {cfg.action_frames} target poses), got {tuple(action_chunk.shape)}"
+            )
+
+    def _semantic_kv(self, semantic: SemanticFeatures | None, use_cache: bool):
+        """Per-block semantic keys/values; cached for the SemanticFeatures object of a rollout."""
+        if semantic is None or self.semantic_encoder is None:
+            if semantic is not None:
+                raise ValueError("semantic features given, but this model's semantic branch is off")
+            return None
+        if use_cache and self._semantic_cache is not None and self._semantic_cache[0]() is semantic:
+            return self._semantic_cache[1]
+        on_device = semantic.to(self.device)
+        kv = self.dit.semantic_keys_values(on_device.image, on_device.text)
+        if use_cache:
+            self._semantic_cache = (weakref.ref(semantic), kv)
+        return kv
+
+    def clear_cache(self) -> None:
+        """Forget cached per-rollout tensors (call after changing the weights in place)."""
+        self._semantic_cache = None
+
+    def train(self, mode: bool = True) -> WorldModel:
+        self.clear_cache()
+        return super().train(mode)
+
+    def _context(self, actions: torch.Tensor, drop: torch.Tensor | None, semantic_kv) -> DiTContext:
+        conditioning = self.conditioner(actions, drop)
+        return self.dit.prepare(conditioning, semantic_kv, self.config.context_frames)
+
+    def _noise(self, shape: tuple[int, ...], generator: Generators) -> torch.Tensor:
+        if isinstance(generator, list):  # one generator per sample: batch-invariant results
+            if len(generator) != shape[0]:
+                raise ValueError(f"need {shape[0]} generators, got {len(generator)}")
+            return torch.cat(
+                [torch.randn((1, *shape[1:]), generator=g, device=self.device) for g in generator]
+            )
+        return torch.randn(shape, generator=generator, device=self.device)
+
+    # -- prediction -------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self,
+        context_latents: torch.Tensor,
+        action_chunk: torch.Tensor,
+        semantic: SemanticFeatures | None = None,
+        generator: Generators = None,
+        num_steps: int | None = None,
+        cfg_scale: float | None = None,
+    ) -> torch.Tensor:
+        """Sample the next ``chunk_frames`` latent frames.
+
+        context_latents (B, context_frames, C, h, w); action_chunk (B, 1 + action_frames, 57)
+        raw units; semantic from :meth:`encode_semantic` (same object over a rollout: its
+        projection is cached). ``generator``: one, or one per sample. Returns
+        (B, chunk_frames, C, h, w). Deterministic for given generators.
+        """
+        cfg = self.config
+        context_latents = context_latents.to(self.device, torch.float32)
+        action_chunk = torch.as_tensor(action_chunk, dtype=torch.float32, device=self.device)
+        self._check(context_latents, action_chunk)
+        b, _, c, h, w = context_latents.shape
+        scale = cfg.sampler.cfg_scale if cfg_scale is None else cfg_scale
+        # 1. everything constant over the sampler steps, computed once
+        semantic_kv = self._semantic_kv(semantic, use_cache=not torch.is_grad_enabled())
+        if scale != 1.0:  # conditional and unconditional halves in one batch
+            drop = torch.arange(2 * b, device=self.device) >= b
+            context = self._context(action_chunk.repeat(2, 1, 1), drop, _repeat_kv(semantic_kv, 2))
+            clean = context_latents.repeat(2, 1, 1, 1, 1)
+        else:
+            context = self._context(action_chunk, None, semantic_kv)
+            clean = context_latents
+
+        # 2. velocity of the noisy chunk given the clean context
+        def velocity_fn(noisy: torch.Tensor, sigma: torch.Tensor, guided: bool):
+            if guided:
+                noisy, sigma = noisy.repeat(2, 1, 1, 1, 1), sigma.repeat(2)
+            frames = torch.cat([clean, noisy], dim=1)  # (B', T, C, h, w)
+            velocity = self.dit(frames, sigma, context, cfg.context_frames)[:, cfg.context_frames :]
+            return velocity.chunk(2) if guided else velocity
+
+        # 3. integrate from noise
+        noise = self._noise((b, cfg.chunk_frames, c, h, w), generator)
+        return self.sampler.sample(velocity_fn, noise, num_steps=num_steps, cfg_scale=scale)
+
+    def reward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (B, T, C, h, w) -> (reward (B, T), success_logit (B, T))."""
+        if self.reward_head is None:
+            raise ValueError("this world model has no reward head (config.reward.enabled is False)")
+        return self.reward_head(latents.to(self.device))
+
+    # -- training ---------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Flow-matching loss on the predicted chunk (+ reward-head loss when the batch has
+        ``reward`` and ``success``).
+
+        batch: context_latents (B, context_frames, C, h, w), target_latents (B, chunk_frames,
+        C, h, w), actions (B, 1 + action_frames, 57); optional semantic_image (B, S, D_img) and
+        semantic_text (B, S', D_txt); optional reward, success (B, chunk_frames).
+        """
+        cfg = self.config
+        for key in ("context_latents", "target_latents", "actions"):
+            if key not in batch:
+                raise ValueError(f"batch needs {key!r}; got keys {sorted(batch)}")
+        context_latents = batch["context_latents"].to(self.device, torch.float32)
+        target = batch["target_latents"].to(self.device, torch.float32)
+        actions = batch["actions"].to(self.device, torch.float32)
+        self._check(context_latents, actions)
+        if target.shape[1] != cfg.chunk_frames or target.shape[2:] != context_latents.shape[2:]:
+            raise ValueError(
+                f"target_latents must have shape (B, {cfg.chunk_frames}, "
+                f"{', '.join(map(str, context_latents.shape[2:]))}), got {tuple(target.shape)}"
+            )
+        # 1. conditioning, with action dropout for classifier-free guidance
+        drop = None
+        if self.training and cfg.conditioning.action_dropout > 0:
+            drop = (
+                torch.rand(actions.shape[0], device=self.device) < cfg.conditioning.action_dropout
+            )
+        semantic_kv = None
+        if self.semantic_encoder is not None and "semantic_image" in batch:
+            semantic_kv = self.dit.semantic_keys_values(
+                batch["semantic_image"].to(self.device, torch.float32),
+                batch["semantic_text"].to(self.device, torch.float32),
+            )
+        context = self._context(actions, drop, semantic_kv)
+
+        # 2. flow matching on the predicted chunk only; the context stays clean
+        def velocity_fn(noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            frames = torch.cat([context_latents, noisy], dim=1)  # (B, T, C, h, w)
+            return self.dit(frames, sigma, context, cfg.context_frames)[:, cfg.context_frames :]
+
+        loss, logs = self.flow.loss(velocity_fn, target)
+        # 3. reward head on the clean target latents
+        if self.reward_head is not None and "reward" in batch and "success" in batch:
+            reward_loss, reward_logs = self.reward_head.loss(
+                target, batch["reward"].to(self.device), batch["success"].to(self.device)
+            )
+            loss = loss + reward_loss
+            logs.update(reward_logs)
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_pretrained(self, path: str) -> str:
+        """Write ``path`` (a directory, or a ``.safetensors`` file). Returns the file written."""
+        from world_model.checkpoint import save_world_model
+
+        return save_world_model(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> WorldModel:
+        """Load a checkpoint written by :meth:`save_pretrained` (never unpickles)."""
+        from world_model.checkpoint import load_world_model
+
+        return load_world_model(path, device=device)
