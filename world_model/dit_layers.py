@@ -53,7 +53,7 @@ class RoPE3D(nn.Module):
         return self._cache[key]
 
     @staticmethod
-    def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate pairs (x[2i], x[2i+1]) of (B, heads, L, head_dim) by the tabled angles."""
         pairs = x.float().unflatten(-1, (-1, 2))  # (B, H, L, hd/2, 2)
         real, imag = pairs[..., 0], pairs[..., 1]
@@ -103,7 +103,7 @@ class Attention(nn.Module):
         queries = self.norm_q(self._split(self.to_q(x)))  # (B, H, L, hd)
         keys, values = kv if kv is not None else self.keys_values(x)  # (B, H, S, hd)
         if rope is not None:
-            queries, keys = RoPE3D.apply(queries, *rope), RoPE3D.apply(keys, *rope)
+            queries, keys = RoPE3D.rotate(queries, *rope), RoPE3D.rotate(keys, *rope)
         if keys.shape[0] != queries.shape[0]:  # context shared by the whole batch
             keys = keys.expand(queries.shape[0], -1, -1, -1)
             values = values.expand(queries.shape[0], -1, -1, -1)

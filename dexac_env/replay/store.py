@@ -128,6 +128,12 @@ class Episode:
     def __contains__(self, key: str) -> bool:
         return key in self._arrays
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Shape of array ``key`` without reading it."""
+        if key not in self._arrays:
+            raise StoreError(f"episode {self.name!r} has no array {key!r}; it has {self.keys()}")
+        return tuple(self._arrays[key].shape)
+
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         if key not in self._arrays:
             raise StoreError(f"episode {self.name!r} has no array {key!r}; it has {self.keys()}")

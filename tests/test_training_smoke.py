@@ -1,0 +1,142 @@
+"""Smoke runs of the training entry points with the real tiny WorldModel on a small random store:
+tokenizer + ssl-vit training -> latent caching -> world-model training -> export (in process),
+a two-rank DeepSpeed ZeRO-2 run, and a SIGKILLed run resumed (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training import cache_latents, train_tokenizer, train_wm
+from training.datasets import ShardedBatchSampler
+from training.synthetic import write_random_store
+from training.trainer import KILL_ENV
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wm_args(store: Path, work: Path, out: str, steps: int, *extra: str) -> list[str]:
+    return [
+        "--config", str(ROOT / "configs/wm/tiny.yaml"),
+        "--set", f"data.store={store}",
+        "--set", f"model.tokenizer_checkpoint={work / 'tok.safetensors'}",
+        "--set", f"model.semantic_checkpoint={work / 'ssl.safetensors'}",
+        "--set", f"trainer.steps={steps}", "--set", "trainer.batch_size=2",
+        "--set", "trainer.num_workers=0", "--set", "trainer.log_samples=true",
+        "--set", "trainer.warmup_steps=1", "--set", "trainer.progress_bar=false",
+        "--set", f"trainer.out_dir={work / out}", *extra,
+    ]
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """Tokenizer and ssl-vit trained for 2 steps each, latents + semantics cached, WM trained."""
+    work = tmp_path_factory.mktemp("pipeline")
+    store = work / "sim.zarr"
+    write_random_store(store, episodes=3, length=10, resolution=64)
+    common = ["--set", f"data.store={store}", "--set", "trainer.steps=2",
+              "--set", "trainer.batch_size=2", "--set", "trainer.num_workers=0",
+              "--set", "trainer.progress_bar=false"]
+    assert train_tokenizer.main([
+        "--config", str(ROOT / "configs/tokenizer/tiny_vae.yaml"), *common,
+        "--set", f"trainer.out_dir={work / 'run_vae'}", "--set", f"output={work / 'tok.safetensors'}",
+        "--set", "model.latent_stats_frames=8",
+    ]) == 0
+    assert train_tokenizer.main([
+        "--config", str(ROOT / "configs/tokenizer/tiny_ssl_vit.yaml"), *common,
+        "--set", f"trainer.out_dir={work / 'run_ssl'}", "--set", f"output={work / 'ssl.safetensors'}",
+    ]) == 0
+    assert cache_latents.main([
+        "--store", str(store), "--tokenizer", str(work / "tok.safetensors"),
+        "--semantic", str(work / "ssl.safetensors"),
+    ]) == 0
+    assert train_wm.main(_wm_args(store, work, "run_wm", 2)) == 0
+    return work
+
+
+def test_single_process_pipeline_and_export_loads_in_facade(pipeline):
+    from world_model import WorldModel
+
+    model = WorldModel.from_pretrained(str(pipeline / "run_wm" / "model.safetensors"))
+    assert model.config.conditioning.variant == "dexac"
+    tokenizer = load_file(str(pipeline / "tok.safetensors"))
+    state = model.tokenizer.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in tokenizer.items())  # the trained VAE
+    assert float(tokenizer["latent_std"].min()) > 0 and not torch.all(tokenizer["latent_std"] == 1)
+    records = _metrics(pipeline / "run_wm")
+    assert [r["step"] for r in records] == [1, 2] and "flow_loss" in records[0]
+    assert "reward_loss" in records[0]  # the reward head trains with the world model
+    # the export is the trained weights: one DiT tensor equals the checkpoint's
+    checkpoint = torch.load(pipeline / "run_wm/checkpoints/step_00000002/state.pt", weights_only=True)
+    name = next(k for k in checkpoint["model"] if k.startswith("dit."))
+    assert torch.equal(model.state_dict()[name], checkpoint["model"][name])
+
+
+def test_two_rank_deepspeed_zero2(pipeline):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    deepspeed = str(Path(sys.executable).parent / "deepspeed")
+    result = _run([
+        deepspeed, "--num_gpus", "2", "--master_port", str(port), "training/train_wm.py",
+        *_wm_args(pipeline / "sim.zarr", pipeline, "run_ds", 3,
+                  "--deepspeed_config", "configs/deepspeed/zero2_fp32.json"),
+    ])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = pipeline / "run_ds"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["engine"] == "deepspeed" and summary["world_size"] == 2
+    records = _metrics(run)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        rank0, rank1 = record["samples"]
+        assert len(rank0) == len(rank1) == 2 and not set(rank0) & set(rank1)
+    from world_model import WorldModel
+
+    assert WorldModel.from_pretrained(str(run / "model.safetensors")) is not None
+
+
+def test_sigkill_then_resume_loses_and_repeats_nothing(pipeline):
+    store = pipeline / "sim.zarr"
+    script = [sys.executable, "training/train_wm.py"]
+    args = _wm_args(store, pipeline, "run_kill", 5, "--set", "trainer.checkpoint_every=2")
+    killed = _run(script + args, **{KILL_ENV: "3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = pipeline / "run_kill"
+    assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
+    assert not (run / "model.safetensors").exists()
+    resumed = _run(script + args + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["start_step"] == 2
+    records = _metrics(run)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    # every step used exactly the samples of the uninterrupted order
+    dataset_size = 3 * (10 - 6 + 1)
+    order = ShardedBatchSampler(dataset_size, 2, seed=0, stop=5)
+    assert [r["samples"][0] for r in records] == list(order)
+    # and the loss curve is that of an uninterrupted run (same samples, same noise)
+    assert train_wm.main(_wm_args(store, pipeline, "run_ref", 5,
+                                  "--set", "trainer.checkpoint_every=2")) == 0
+    reference = _metrics(pipeline / "run_ref")
+    np.testing.assert_allclose([r["loss"] for r in records], [r["loss"] for r in reference],
+                               rtol=1e-4)

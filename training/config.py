@@ -1,0 +1,303 @@
+"""Typed, frozen training configs, read from YAML once at the entry point.
+
+A run config is a tree of frozen dataclasses; every field has a docstring line in its class's
+``Attributes`` section. :func:`load_config` reads a YAML file, applies ``--set key=value``
+overrides (dotted keys, YAML-parsed values) and builds the tree; a key that does not exist
+raises :class:`ConfigError` naming the key and the valid ones, a value of the wrong type raises
+one naming the expected type. Nothing downstream mutates a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file problem a user can fix; the message is one line meant to be printed."""
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How to optimise, log and checkpoint; shared by every ``(loss, logs)`` model.
+
+    Attributes:
+        steps: optimizer steps of the whole run (a resumed run stops at the same step).
+        batch_size: samples per rank per micro-step.
+        grad_accum_steps: micro-steps per optimizer step; global batch =
+            batch_size * grad_accum_steps * world_size.
+        lr: peak learning rate (AdamW).
+        min_lr_ratio: the cosine schedule decays to lr * min_lr_ratio at ``steps``.
+        warmup_steps: linear warm-up steps from 0 to ``lr``.
+        weight_decay: AdamW decoupled weight decay.
+        betas: AdamW betas.
+        grad_clip: global gradient-norm clip (0 = off).
+        seed: seeds the model init, the data order (with the epoch) and the per-step noise.
+        log_every: steps between progress-bar updates and TensorBoard writes (JSONL gets
+            every step).
+        checkpoint_every: steps between training checkpoints (0 = only the final one).
+        keep_checkpoints: training checkpoints kept on disk (oldest deleted first).
+        out_dir: run directory: ``metrics.jsonl``, ``checkpoints/``, ``summary.json``,
+            ``tensorboard/``, ``run_config.json``.
+        deepspeed_config: path of a DeepSpeed JSON config; None trains with plain PyTorch in
+            one process. Batch size, grad accumulation and clipping are set from this config.
+        tensorboard: also write scalars for TensorBoard (needs the ``tensorboard`` package).
+        log_samples: write the dataset indices of every step's samples (all ranks) to
+            ``metrics.jsonl`` (used to check that resumed runs lose or repeat nothing).
+        progress_bar: show a tqdm bar on rank 0 (loss, samples/s, ETA).
+        num_workers: DataLoader worker processes per rank.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum_steps: int = 1
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    out_dir: str = "runs/default"
+    deepspeed_config: str | None = None
+    tensorboard: bool = False
+    log_samples: bool = False
+    progress_bar: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0 or self.warmup_steps < 0 or self.num_workers < 0:
+            raise ConfigError("trainer.checkpoint_every, warmup_steps, num_workers must be >= 0")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"trainer.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class WindowDataConfig:
+    """Windows of cached latents for world-model training (see ``training.datasets``).
+
+    Attributes:
+        store: path of the episode store (with ``latent`` cached by ``cache_latents.py``).
+        split: episodes of this split are used ("train", "val" or "test").
+        window_stride: latent frames between the starts of consecutive windows.
+        semantic_frame: which frame's cached semantic image features condition a window:
+            "first_context" (the first context frame, as a rollout's reset frame does).
+    """
+
+    store: str = "data/sim.zarr"
+    split: str = "train"
+    window_stride: int = 1
+    semantic_frame: str = "first_context"
+
+    def __post_init__(self) -> None:
+        if self.window_stride < 1:
+            raise ConfigError(f"data.window_stride must be >= 1, got {self.window_stride}")
+        if self.semantic_frame != "first_context":
+            raise ConfigError(f"data.semantic_frame must be 'first_context', got {self.semantic_frame!r}")
+
+
+@dataclass(frozen=True)
+class ClipDataConfig:
+    """Short pixel clips for tokenizer / semantic-encoder training.
+
+    Attributes:
+        store: path of the episode store.
+        split: episodes of this split are used.
+        clip_frames: frames per sample (1 for a frame-wise VAE; 1 + 4k for a causal video VAE).
+        clip_stride: frames between the starts of consecutive clips.
+    """
+
+    store: str = "data/sim.zarr"
+    split: str = "train"
+    clip_frames: int = 1
+    clip_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clip_frames < 1 or self.clip_stride < 1:
+            raise ConfigError("data.clip_frames and data.clip_stride must be >= 1")
+
+
+@dataclass(frozen=True)
+class WMModelConfig:
+    """Which world model to build: ``WorldModelConfig.from_size(size, variant, **overrides)``.
+
+    Attributes:
+        size: a size in the facade's registry ("tiny", ...).
+        variant: action conditioning ("dexac", "dexac_no_local", "dexac_no_global",
+            "mlp_global", "frame_adaln").
+        overrides: keyword overrides passed to ``WorldModelConfig.from_size``.
+        tokenizer_checkpoint: safetensors file written by ``train_tokenizer.py --model vae``;
+            its weights and latent statistics replace the facade's fresh tokenizer (must be
+            the tokenizer that cached the store's latents).
+        semantic_checkpoint: safetensors file written by ``train_tokenizer.py --model
+            ssl_vit`` for the semantic image encoder (None: the facade's default).
+    """
+
+    size: str = "tiny"
+    variant: str = "dexac"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    tokenizer_checkpoint: str | None = None
+    semantic_checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class WMRunConfig:
+    """A world-model training run (``training/train_wm.py``).
+
+    Attributes:
+        model: which world model.
+        data: which windows.
+        trainer: how to train.
+    """
+
+    model: WMModelConfig = field(default_factory=WMModelConfig)
+    data: WindowDataConfig = field(default_factory=WindowDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass(frozen=True)
+class TokenizerModelConfig:
+    """Which perception model ``train_tokenizer.py`` trains. (The reward head is trained with
+    the world model: ``WorldModel.loss`` adds its loss whenever the store has rewards.)
+
+    Attributes:
+        kind: "vae" (the VideoTokenizer) or "ssl_vit" (the DINO-style semantic image encoder).
+        wm_size: the world-model size whose tokenizer / ssl-vit config is the starting point,
+            so the trained weights fit that world model.
+        overrides: fields of TokenizerConfig (vae) or SSLViTConfig (ssl_vit) that differ from
+            the ``wm_size`` preset.
+        latent_stats_frames: frames sampled from the store to fit the VAE's latent mean/std
+            after training.
+        teacher_momentum: ssl_vit only: EMA momentum of the teacher update after every step.
+    """
+
+    kind: str = "vae"
+    wm_size: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    latent_stats_frames: int = 256
+    teacher_momentum: float = 0.996
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("vae", "ssl_vit"):
+            raise ConfigError(f"model.kind must be 'vae' or 'ssl_vit', got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class TokenizerRunConfig:
+    """A perception-model training run (``training/train_tokenizer.py``).
+
+    Attributes:
+        model: which model.
+        data: which clips.
+        trainer: how to train.
+        output: where the trained weights go (one safetensors file with its config).
+    """
+
+    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
+    data: ClipDataConfig = field(default_factory=ClipDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    output: str = "checkpoints/tokenizer.safetensors"
+
+
+# -- building dataclasses from mappings ------------------------------------------------------
+
+
+def from_mapping(cls: type[T], values: Any, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, recursively; unknown keys -> :class:`ConfigError`."""
+    where = prefix.rstrip(".") or "the top level"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' in {where}; valid keys: {sorted(fields)}"
+        )
+    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {key!r} expects a list of {len(args)}, got {value!r}")
+        return tuple(_coerce(a, v, key) for a, v in zip(args, value, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
+    if hint in (int, str) and (not isinstance(value, hint) or isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} expects {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """JSON-safe dict of a config tree (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def fingerprint(values: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-safe dict (identifies a run's config in its checkpoints)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a copy."""
+    values = json.loads(json.dumps(values))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Read ``path`` (YAML; None = all defaults), apply overrides and build ``cls``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a YAML mapping at the top level")
+    return from_mapping(cls, apply_overrides(values, overrides or []))

@@ -1,0 +1,86 @@
+"""Train a DexAC world model on cached latents.
+
+    deepspeed --num_gpus 2 training/train_wm.py --config configs/wm/tiny.yaml   # DeepSpeed ranks
+    python training/train_wm.py --config configs/wm/tiny.yaml                  # one process
+
+The engine follows the config: ``trainer.deepspeed_config`` (or ``--deepspeed_config``) names a
+DeepSpeed JSON -> DeepSpeed (a bare ``python`` run becomes a one-rank DeepSpeed world);
+none (or ``--no-deepspeed``) -> plain PyTorch. The store must hold latents cached by
+``training/cache_latents.py`` with the tokenizer named in ``model.tokenizer_checkpoint``. At the
+end rank 0 exports ``<out_dir>/model.safetensors`` (``WorldModel.from_pretrained`` loads it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python training/train_wm.py` from an uninstalled checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from training.components import engine_overrides, entry_parser, load_component, run_main
+from training.config import ConfigError, WMRunConfig, load_config, to_dict
+from training.datasets import LatentWindowDataset, open_store
+from training.export import export_world_model
+from training.trainer import Trainer
+
+
+def build_world_model(config: WMRunConfig, action_mean, action_std):
+    """The WorldModel of ``config`` with its trained tokenizer / ssl-vit loaded and frozen."""
+    from world_model import WorldModel, WorldModelConfig  # noqa: PLC0415
+
+    try:
+        wm_config = WorldModelConfig.from_size(
+            config.model.size, variant=config.model.variant, **config.model.overrides
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from exc
+    model = WorldModel(wm_config, action_mean, action_std)
+    if config.model.tokenizer_checkpoint:
+        load_component(config.model.tokenizer_checkpoint, "dexac-tokenizer", model.tokenizer,
+                       wm_config.tokenizer.to_dict())
+    if config.model.semantic_checkpoint:
+        if model.semantic_encoder is None or not hasattr(model.semantic_encoder, "ssl_vit"):
+            raise ConfigError("model.semantic_checkpoint is set but the model has no ssl-vit encoder")
+        load_component(config.model.semantic_checkpoint, "dexac-ssl-vit",
+                       model.semantic_encoder.ssl_vit, wm_config.semantic.ssl_vit.to_dict())
+    # pixels were encoded once by cache_latents.py: the perception parts are not trained here
+    for part in (model.tokenizer, model.semantic_encoder):
+        if part is not None:
+            part.requires_grad_(False)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = entry_parser(__doc__.splitlines()[0], "configs/wm/tiny.yaml").parse_args(argv)
+    config = load_config(WMRunConfig, args.config, engine_overrides(args))
+    store = open_store(config.data.store)
+    stats = store.action_stats or store.compute_action_stats("train")
+    torch.manual_seed(config.trainer.seed)  # identical init on every rank
+    model = build_world_model(config, stats.mean, stats.std)
+    wm = model.config
+    dataset = LatentWindowDataset(
+        config.data.store, config.data.split, wm.context_frames, wm.chunk_frames,
+        temporal_compression=wm.temporal_compression, stride=config.data.window_stride,
+        semantic=wm.semantic.enabled,
+        latent_shape=(wm.tokenizer.latent_channels, wm.tokenizer.resolution // 8,
+                      wm.tokenizer.resolution // 8),
+    )
+    run_config = {
+        "run": to_dict(config),
+        "world_model": wm.to_dict(),
+        "action_stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist()},
+    }
+    trainer = Trainer(model, dataset, config.trainer, run_config)
+    trainer.fit(resume=args.resume)
+    if trainer.engine.rank == 0:
+        path = export_world_model(config.trainer.out_dir)
+        print(f"  exported {path}", flush=True)
+    trainer.engine.barrier()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
