@@ -1,0 +1,227 @@
+"""Synthetic data set generation: simulator episodes into the episode store.
+
+Episode ``i`` is fully determined by ``(seed, i)`` (task, split, expert or play, scene, policy
+noise), so the output does not depend on the number of workers or on resuming. Workers
+render in separate processes; the parent alone writes to the store. Test episodes draw their
+task objects from colours never used in train/val (``scene.TEST_COLORS``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from dexac_env.actions import FAMILY_SLICES
+
+EPISODE_NAME = "sim_{index:06d}_{task}"
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Arguments of ``dexac sim generate``."""
+
+    out: str
+    """Episode store path (created if missing, appended to otherwise)."""
+    tasks: tuple[str, ...] = ("touch", "push", "lift", "sweep", "bimanual")
+    """Tasks, used round-robin over episode indices."""
+    episodes: int = 300
+    """Total number of episodes (indices 0..episodes-1)."""
+    resolution: int = 64
+    """Square frame size in pixels."""
+    fps: int = 10
+    """Frames per second of the stored episodes (= env control rate)."""
+    frames: int = 32
+    """Frames per episode (the first is the reset frame)."""
+    workers: int = 2
+    """Rendering processes (1 = render in this process)."""
+    seed: int = 0
+    """Data set seed."""
+    play_fraction: float = 0.15
+    """Fraction of episodes driven by random play motion instead of the task expert."""
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        from dexac_env.sim.tasks import TASK_NAMES
+
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {TASK_NAMES}, got {self.tasks}")
+        if self.episodes < 1 or self.frames < 2 or self.workers < 1:
+            raise ValueError(
+                "episodes >= 1, frames >= 2 and workers >= 1 are required, got "
+                f"episodes={self.episodes}, frames={self.frames}, workers={self.workers}"
+            )
+        if not 0 <= self.val_fraction + self.test_fraction < 1 or not 0 <= self.play_fraction <= 1:
+            raise ValueError("fractions must lie in [0, 1] with val + test < 1")
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    index: int
+    name: str
+    task: str
+    split: str
+    mode: str  # "expert" or "play"
+    env_seed: int
+    policy_seed: int
+
+
+def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
+    """Everything random about episode ``index``, derived from (seed, index) only."""
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, index]))
+    task = config.tasks[index % len(config.tasks)]
+    draw = rng.random()
+    split = (
+        "test"
+        if draw < config.test_fraction
+        else "val"
+        if draw < config.test_fraction + config.val_fraction
+        else "train"
+    )
+    mode = "play" if rng.random() < config.play_fraction else "expert"
+    env_seed, policy_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 2))
+    return EpisodePlan(
+        index, EPISODE_NAME.format(index=index, task=task), task, split, mode, env_seed, policy_seed
+    )
+
+
+_ENVS: dict[tuple, Any] = {}  # per worker process: one env per (task, resolution, fps, split)
+
+
+def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) -> dict[str, Any]:
+    """Run one episode in the simulator; returns the arrays and attributes to store."""
+    from dexac_env.sim.env import DexACSimEnv
+    from dexac_env.sim.experts import PlayPolicy, ScriptedExpert
+
+    color_split = "test" if plan.split == "test" else "train"
+    key = (plan.task, resolution, fps, color_split)
+    if key not in _ENVS:
+        _ENVS[key] = DexACSimEnv(
+            task=plan.task, resolution=resolution, fps=fps, color_split=color_split
+        )
+    env = _ENVS[key]
+    obs, info = env.reset(seed=plan.env_seed)
+    policy = (ScriptedExpert if plan.mode == "expert" else PlayPolicy)(
+        env, np.random.default_rng(plan.policy_seed)
+    )
+    record: dict[str, list] = {
+        k: [] for k in ("rgb", "action", "command", "kp2", "vis", "kp3", "reward", "success")
+    }
+
+    def keep(obs, info, command, reward):
+        record["rgb"].append(obs["image"])
+        record["action"].append(obs["proprio"])
+        record["command"].append(command)
+        record["kp2"].append(info["keypoints_2d"])
+        record["vis"].append(info["keypoints_visible"])
+        record["kp3"].append(info["keypoints_3d"])
+        record["reward"].append(reward)
+        record["success"].append(info["success"])
+
+    keep(obs, info, obs["proprio"], info["reward"])
+    for _ in range(frames - 1):
+        command = policy.act()
+        obs, reward, _, _, info = env.step(command)
+        keep(obs, info, command, reward)
+    return {
+        "plan": plan,
+        "rgb": np.stack(record["rgb"]),
+        "action": np.stack(record["action"]).astype(np.float32),
+        "keypoints_2d": np.stack(record["kp2"]).astype(np.float32),
+        "keypoints_visible": np.stack(record["vis"]).astype(bool),
+        "extra": {
+            "keypoints_3d": np.stack(record["kp3"]).astype(np.float32),
+            "command": np.stack(record["command"]).astype(np.float32),
+            "reward": np.asarray(record["reward"], dtype=np.float32),
+            "success": np.asarray(record["success"], dtype=bool),
+        },
+        "attrs": {
+            "task": plan.task,
+            "description": info["task_description"],
+            "fps": fps,
+            "source": "sim",
+            "split": plan.split,
+            "intrinsics": info["intrinsics"].tolist(),
+            "mode": plan.mode,
+            "env_seed": plan.env_seed,
+            "policy_seed": plan.policy_seed,
+            "color_split": color_split,
+            "final_success": bool(record["success"][-1]),
+        },
+    }
+
+
+def _render_job(job: tuple[EpisodePlan, int, int, int]) -> dict[str, Any]:
+    return render_episode(*job)
+
+
+def _results(jobs: list, workers: int) -> Iterator[dict[str, Any]]:
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_render_job, jobs)
+        return
+    # spawn: each worker makes its own GL context; nothing GL-related is inherited
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_render_job, jobs)
+
+
+def family_variance(mean_std: np.ndarray) -> dict[str, float]:
+    """Mean per-dimension variance of raw actions for each family (positions vs rotations)."""
+    std = np.asarray(mean_std)
+    out = {}
+    for family, slices in FAMILY_SLICES.items():
+        dims = np.concatenate([np.arange(s.start, s.stop) for s in slices])
+        if family == "finger":
+            out["finger_tip_xyz"] = float(np.mean(std[dims] ** 2))
+            continue
+        pos = np.concatenate([np.arange(s.start, s.start + 3) for s in slices])
+        rot = np.setdiff1d(dims, pos)
+        out[f"{family}_pos"] = float(np.mean(std[pos] ** 2))
+        out[f"{family}_rot6d"] = float(np.mean(std[rot] ** 2))
+    return out
+
+
+def generate(config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
+    """Generate (or complete) the data set; returns a summary (counts, timing, variances)."""
+    from tqdm import tqdm
+
+    from dexac_env.replay.store import EpisodeStore
+
+    start = time.perf_counter()
+    store = EpisodeStore.create(config.out, exist_ok=True)
+    plans = [plan_episode(config, i) for i in range(config.episodes)]
+    todo = [p for p in plans if not store.has_episode(p.name)]
+    jobs = [(p, config.resolution, config.fps, config.frames) for p in todo]
+    successes: dict[str, list[bool]] = {}
+    with tqdm(total=len(jobs), desc="sim episodes", unit="ep", disable=not progress) as bar:
+        for result in _results(jobs, config.workers):
+            plan = result["plan"]
+            store.write_episode(
+                plan.name,
+                result["rgb"],
+                result["action"],
+                result["keypoints_2d"],
+                result["keypoints_visible"],
+                attrs=result["attrs"],
+                extra=result["extra"],
+            )
+            if plan.mode == "expert":
+                successes.setdefault(plan.task, []).append(result["attrs"]["final_success"])
+            bar.update(1)
+    stats = store.compute_action_stats()
+    elapsed = time.perf_counter() - start
+    return {
+        "config": asdict(config),
+        "written": len(todo),
+        "skipped": len(plans) - len(todo),
+        "seconds": round(elapsed, 2),
+        "frames_per_second": round(len(todo) * config.frames / max(elapsed, 1e-9), 2),
+        "splits": {s: sum(p.split == s for p in plans) for s in ("train", "val", "test")},
+        "expert_success": {t: round(float(np.mean(v)), 3) for t, v in sorted(successes.items())},
+        "action_variance": family_variance(stats.std),
+    }

@@ -1,0 +1,245 @@
+"""Capsule hand model: geometry, forward kinematics and analytic fingertip IK (numpy only).
+
+Wrist frame (both hands): origin at the wrist, +x along the fingers (wrist -> middle knuckle),
++z out of the back of the hand (dorsal), +y = z x x. For the right hand the thumb sits on +y;
+the left hand is the mirror image (thumb on -y), so every left-hand quantity is the right-hand
+one reflected by ``MIRROR = diag(1, -1, 1)``.
+
+Each finger (thumb first, FINGER_NAMES order) is a chain of three capsule segments:
+``base -> Rz(abduction) Ry(flex1) -> L1 -> Ry(flex2) -> L2 -> Ry(coupling * flex2) -> L3 -> tip``,
+with Ry rotating +x towards -z (palmar flexion). The distal joint is coupled to the middle joint
+as in real fingers, which leaves three angles for a three-dimensional fingertip target: the IK
+is analytic (abduction from the lateral offset, flex2 from the base-to-tip distance by
+bisection, flex1 from the direction), clipped to the joint limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dexac_env.actions import FINGER_NAMES
+
+MIRROR = np.diag([1.0, -1.0, 1.0])
+NUM_FINGERS = len(FINGER_NAMES)
+SEGMENTS_PER_FINGER = 3
+
+
+def _rot_x(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(angle: np.ndarray) -> np.ndarray:
+    """(...,) angles -> (..., 3, 3) rotations about y (positive flexes +x towards -z)."""
+    angle = np.asarray(angle, dtype=np.float64)
+    c, s = np.cos(angle), np.sin(angle)
+    zero, one = np.zeros_like(angle), np.ones_like(angle)
+    return np.stack(
+        [np.stack([c, zero, s], -1), np.stack([zero, one, zero], -1), np.stack([-s, zero, c], -1)],
+        -2,
+    )
+
+
+def _rot_z(angle: np.ndarray) -> np.ndarray:
+    angle = np.asarray(angle, dtype=np.float64)
+    c, s = np.cos(angle), np.sin(angle)
+    zero, one = np.zeros_like(angle), np.ones_like(angle)
+    return np.stack(
+        [np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1), np.stack([zero, zero, one], -1)],
+        -2,
+    )
+
+
+@dataclass(frozen=True)
+class HandGeometry:
+    """Right-hand geometry in metres/radians; rows follow FINGER_NAMES (thumb first)."""
+
+    base_pos: np.ndarray  # (5, 3) knuckle (thumb: CMC) positions in the wrist frame
+    base_rot: np.ndarray  # (5, 3, 3) knuckle frames in the wrist frame
+    lengths: np.ndarray  # (5, 3) segment lengths
+    radii: np.ndarray  # (5, 3) capsule radii
+    coupling: np.ndarray  # (5,) distal angle = coupling * middle angle
+    abduction_limits: np.ndarray  # (5, 2)
+    flex1_limits: np.ndarray  # (5, 2)
+    flex2_limits: np.ndarray  # (5, 2)
+    palm_half_size: tuple[float, float, float] = (0.042, 0.041, 0.012)
+    palm_center: tuple[float, float, float] = (0.046, -0.004, 0.0)
+
+    @property
+    def reach(self) -> np.ndarray:
+        """(5,) base-to-tip distance of the straight finger."""
+        return self.lengths.sum(axis=1)
+
+
+def default_geometry() -> HandGeometry:
+    """An adult hand (index finger ~9 cm, palm ~8.5 x 8 cm)."""
+    thumb_rot = _rot_z(0.85) @ _rot_y(0.1) @ _rot_x(-1.0)
+    base_rot = np.stack([thumb_rot] + [_rot_z(yaw) for yaw in (0.07, 0.0, -0.07, -0.15)])
+    return HandGeometry(
+        base_pos=np.array(
+            [
+                [0.020, 0.026, -0.010],
+                [0.086, 0.026, 0.0],
+                [0.090, 0.004, 0.0],
+                [0.086, -0.016, 0.0],
+                [0.078, -0.034, 0.0],
+            ]
+        ),
+        base_rot=base_rot,
+        lengths=np.array(
+            [
+                [0.046, 0.033, 0.027],
+                [0.045, 0.026, 0.021],
+                [0.050, 0.030, 0.022],
+                [0.046, 0.028, 0.021],
+                [0.037, 0.021, 0.019],
+            ]
+        ),
+        radii=np.array(
+            [
+                [0.0115, 0.0105, 0.0095],
+                [0.0095, 0.0088, 0.0080],
+                [0.0098, 0.0090, 0.0082],
+                [0.0092, 0.0085, 0.0078],
+                [0.0082, 0.0076, 0.0070],
+            ]
+        ),
+        coupling=np.array([0.8, 0.7, 0.7, 0.7, 0.7]),
+        abduction_limits=np.array(
+            [[-0.45, 0.6], [-0.3, 0.3], [-0.25, 0.25], [-0.3, 0.3], [-0.35, 0.35]]
+        ),
+        flex1_limits=np.array([[-0.35, 1.1]] + [[-0.35, 1.6]] * 4),
+        flex2_limits=np.array([[0.0, 1.3]] + [[0.0, 1.75]] * 4),
+    )
+
+
+@dataclass(frozen=True)
+class FingerChain:
+    """Forward kinematics of one hand in its wrist frame.
+
+    seg_pos: (5, 3, 3) start point of every segment; seg_rot: (5, 3, 3, 3) segment frames
+    (capsule along local +x); tips: (5, 3) fingertip positions (end of the distal segment).
+    """
+
+    seg_pos: np.ndarray
+    seg_rot: np.ndarray
+    tips: np.ndarray
+
+
+def forward_kinematics(geometry: HandGeometry, angles: np.ndarray, side: str) -> FingerChain:
+    """Joint angles (5, 3) = (abduction, flex1, flex2) -> segment poses in the wrist frame."""
+    angles = np.asarray(angles, dtype=np.float64)
+    rot1 = geometry.base_rot @ _rot_z(angles[:, 0]) @ _rot_y(angles[:, 1])  # (5, 3, 3)
+    rot2 = rot1 @ _rot_y(angles[:, 2])
+    rot3 = rot2 @ _rot_y(geometry.coupling * angles[:, 2])
+    seg_rot = np.stack([rot1, rot2, rot3], axis=1)  # (5, 3, 3, 3)
+    steps = seg_rot[..., :, 0] * geometry.lengths[..., None]  # (5, 3, 3) segment vectors
+    seg_pos = geometry.base_pos[:, None, :] + np.concatenate(
+        [np.zeros((NUM_FINGERS, 1, 3)), np.cumsum(steps, axis=1)[:, :2]], axis=1
+    )
+    tips = geometry.base_pos + steps.sum(axis=1)
+    if side == "left":
+        seg_pos = seg_pos @ MIRROR
+        seg_rot = MIRROR @ seg_rot @ MIRROR
+        tips = tips @ MIRROR
+    return FingerChain(seg_pos=seg_pos, seg_rot=seg_rot, tips=tips)
+
+
+def _chain_vector(geometry: HandGeometry, flex2: np.ndarray) -> np.ndarray:
+    """In-plane base-to-tip vector (as complex numbers) with flex1 = 0, (5,) -> (5,) complex."""
+    lengths = geometry.lengths
+    return (
+        lengths[:, 0]
+        + lengths[:, 1] * np.exp(1j * flex2)
+        + lengths[:, 2] * np.exp(1j * (1.0 + geometry.coupling) * flex2)
+    )
+
+
+def solve_ik(
+    geometry: HandGeometry, tips: np.ndarray, side: str, iterations: int = 22
+) -> np.ndarray:
+    """Fingertip targets (5, 3) in the wrist frame -> joint angles (5, 3) within limits.
+
+    Targets out of reach give the closest pose the limits allow (checked by forward kinematics).
+    """
+    tips = np.asarray(tips, dtype=np.float64)
+    if tips.shape != (NUM_FINGERS, 3):
+        raise ValueError(f"fingertip targets must have shape (5, 3), got {tips.shape}")
+    if side == "left":
+        tips = tips @ MIRROR
+    # 1. target in each knuckle frame
+    local = np.einsum("fji,fj->fi", geometry.base_rot, tips - geometry.base_pos)  # (5, 3)
+    # 2. abduction: the finger plane contains the target (tips may curl behind the knuckle)
+    sign = np.where(local[:, 0] < 0.0, -1.0, 1.0)
+    abduction = np.arctan2(local[:, 1] * sign, np.abs(local[:, 0]) + 1e-9)
+    abduction = np.clip(abduction, *geometry.abduction_limits.T)
+    along = local[:, 0] * np.cos(abduction) + local[:, 1] * np.sin(abduction)
+    down = -local[:, 2]
+    distance = np.hypot(along, down)
+    # 3. flex2 from the distance (it shrinks monotonically as the finger curls): bisection
+    low, high = geometry.flex2_limits[:, 0].copy(), geometry.flex2_limits[:, 1].copy()
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        too_long = np.abs(_chain_vector(geometry, mid)) > distance
+        low = np.where(too_long, mid, low)
+        high = np.where(too_long, high, mid)
+    flex2 = 0.5 * (low + high)
+    # 4. flex1 turns the chain onto the target direction
+    flex1 = np.arctan2(down, along) - np.angle(_chain_vector(geometry, flex2))
+    flex1 = np.clip(flex1, *geometry.flex1_limits.T)
+    return np.stack([abduction, flex1, flex2], axis=-1)
+
+
+def angles_to_tips(geometry: HandGeometry, angles: np.ndarray, side: str) -> np.ndarray:
+    """Joint angles (5, 3) -> fingertip positions (5, 3) in the wrist frame."""
+    return forward_kinematics(geometry, angles, side).tips
+
+
+# Named postures (abduction, flex1, flex2) per finger, used by experts and play motion.
+POSTURES: dict[str, np.ndarray] = {
+    "relaxed": np.array(
+        [
+            [0.1, 0.35, 0.35],
+            [0.05, 0.35, 0.45],
+            [0.0, 0.35, 0.5],
+            [-0.05, 0.4, 0.55],
+            [-0.1, 0.45, 0.6],
+        ]
+    ),
+    "flat": np.array(
+        [
+            [0.25, 0.05, 0.1],
+            [0.08, 0.05, 0.08],
+            [0.0, 0.05, 0.08],
+            [-0.08, 0.05, 0.08],
+            [-0.15, 0.05, 0.1],
+        ]
+    ),
+    "point": np.array(
+        [[-0.2, 0.7, 0.9], [0.0, 0.45, 0.15], [0.0, 1.35, 1.5], [0.0, 1.35, 1.5], [0.0, 1.35, 1.5]]
+    ),
+    "open": np.array(
+        [
+            [0.45, 0.05, 0.15],
+            [0.15, 0.1, 0.15],
+            [0.0, 0.1, 0.15],
+            [-0.15, 0.1, 0.15],
+            [-0.3, 0.1, 0.15],
+        ]
+    ),
+    # fingers parallel and closed up, thumb along the index: a flat pushing surface
+    "together": np.array(
+        [
+            [-0.45, 0.2, 0.2],
+            [-0.07, 0.05, 0.08],
+            [0.0, 0.05, 0.08],
+            [0.07, 0.05, 0.08],
+            [0.15, 0.05, 0.1],
+        ]
+    ),
+    "fist": np.array(
+        [[-0.3, 0.9, 1.1], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6]]
+    ),
+}

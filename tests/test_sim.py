@@ -1,0 +1,227 @@
+"""DexACSim-v0: env contract, physics, rendering, keypoints, experts, data generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dexac_env.actions import ACTION_DIM, KEYPOINT_NAMES, RIGHT_FINGERS
+from dexac_env.sim.env import DexACSimEnv
+from dexac_env.sim.experts import PlayPolicy, ScriptedExpert
+from dexac_env.sim.hand import default_geometry, forward_kinematics, solve_ik
+from dexac_env.sim.tasks import TASK_NAMES
+
+
+def _make(task: str = "push", resolution: int = 48, **kwargs) -> DexACSimEnv:
+    return DexACSimEnv(task=task, resolution=resolution, **kwargs)
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_check_env_gymnasium_and_sb3(task):
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = _make(task, resolution=40, render_mode="rgb_array")
+    gym_check_env(env, skip_render_check=False)
+    sb3_check_env(env, warn=False)
+    env.close()
+
+
+def test_cli_task_list_matches_tasks():
+    from dexac_env.sim.cli import TASKS
+
+    assert TASKS == TASK_NAMES
+
+
+def test_invalid_constructor_kwargs_raise():
+    for kwargs in (
+        {"task": "juggle"},
+        {"resolution": 8},
+        {"render_mode": "human"},
+        {"fps": 0},
+        {"color_split": "dev"},
+    ):
+        with pytest.raises(ValueError):
+            DexACSimEnv(**kwargs)
+
+
+def test_bad_actions_raise_value_error_naming_the_problem():
+    env = _make()
+    obs, _ = env.reset(seed=0)
+    good = obs["proprio"]
+    with pytest.raises(ValueError, match="shape"):
+        env.step(good[:56])
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.stack([good, good]))
+    bad = good.copy()
+    bad[30] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        env.step(bad)
+    bad[30] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="dtype"):
+        env.step(good.astype(np.complex64))
+    with pytest.raises(ValueError, match="dtype"):
+        env.step(np.array(["0"] * ACTION_DIM))
+    env.close()
+
+
+def test_first_action_is_episode_frame_and_hold_keeps_pose():
+    env = _make()
+    obs, _ = env.reset(seed=3)
+    head = obs["proprio"][:9]
+    np.testing.assert_allclose(head, [0, 0, 0, 1, 0, 0, 0, 1, 0], atol=1e-6)
+    obs2, *_ = env.step(obs["proprio"])
+    # wrists and fingertips follow a held pose within a millimetre (welded hand parts)
+    np.testing.assert_allclose(obs2["proprio"], obs["proprio"], atol=1e-3)
+    env.close()
+
+
+def test_ik_round_trip_within_limits():
+    geometry = default_geometry()
+    rng = np.random.default_rng(0)
+    low = np.stack(
+        [geometry.abduction_limits[:, 0], geometry.flex1_limits[:, 0], geometry.flex2_limits[:, 0]],
+        -1,
+    )
+    high = np.stack(
+        [geometry.abduction_limits[:, 1], geometry.flex1_limits[:, 1], geometry.flex2_limits[:, 1]],
+        -1,
+    )
+    for side in ("left", "right"):
+        for _ in range(50):
+            angles = rng.uniform(low, high)
+            tips = forward_kinematics(geometry, angles, side).tips
+            solved = solve_ik(geometry, tips, side)
+            assert np.all(solved >= low - 1e-9) and np.all(solved <= high + 1e-9)
+            np.testing.assert_allclose(
+                forward_kinematics(geometry, solved, side).tips, tips, atol=1e-6
+            )
+    # an unreachable target gives a pose within limits, not an error
+    far = solve_ik(geometry, np.full((5, 3), 0.25), "right")
+    assert np.all(far >= low - 1e-9) and np.all(far <= high + 1e-9)
+
+
+def test_fingertip_moving_one_centimetre_changes_the_frame():
+    env = _make(resolution=64)
+    obs, _ = env.reset(seed=1)
+    state = env.get_state()
+    action = obs["proprio"].copy()
+    held, *_ = env.step(action)
+    env.set_state(state)
+    moved = action.copy()
+    index_tip = slice(RIGHT_FINGERS.start + 3, RIGHT_FINGERS.start + 6)
+    moved[index_tip] += np.array([0.0, 0.0, -0.01], dtype=np.float32)  # 1 cm towards the palm side
+    shifted, *_ = env.step(moved)
+    changed = np.any(held["image"] != shifted["image"], axis=-1).sum()
+    assert changed >= 1, "a 1 cm fingertip move left the frame unchanged"
+    env.close()
+
+
+def test_pushed_object_moves():
+    env = _make("push")
+    env.reset(seed=0)
+    start = env.physics.object_poses()[0, :3].copy()
+    expert = ScriptedExpert(env, np.random.default_rng(0))
+    for _ in range(24):
+        env.step(expert.act())
+    moved = np.linalg.norm(env.physics.object_poses()[0, :2] - start[:2])
+    assert moved > 0.03, f"pushed object moved only {moved:.3f} m"
+    env.close()
+
+
+def test_same_seed_same_frames_and_state_branching():
+    runs = []
+    for _ in range(2):
+        env = _make("bimanual")
+        obs, _ = env.reset(seed=7)
+        expert = ScriptedExpert(env, np.random.default_rng(7))
+        frames = [obs["image"]]
+        for _ in range(8):
+            frames.append(env.step(expert.act())[0]["image"])
+        runs.append(np.stack(frames))
+        env.close()
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+    env = _make("push")
+    obs, _ = env.reset(seed=2)
+    actions = [ScriptedExpert(env, np.random.default_rng(2)).act() for _ in range(1)] * 4
+    state = env.get_state()
+    first = [env.step(a)[0]["image"] for a in actions]
+    env.set_state(state)
+    second = [env.step(a)[0]["image"] for a in actions]
+    np.testing.assert_array_equal(np.stack(first), np.stack(second))
+    env.close()
+
+
+def test_reset_color_split_uses_held_out_colours():
+    from dexac_env.sim.scene import TEST_COLORS
+
+    env = _make("push")
+    env.reset(seed=0, options={"color_split": "test"})
+    assert env.task_spec.layout.objects[0].color in TEST_COLORS
+    env.reset(seed=0)
+    assert env.task_spec.layout.objects[0].color not in TEST_COLORS
+    with pytest.raises(ValueError):
+        env.reset(seed=0, options={"colour": "test"})
+    env.close()
+
+
+def test_keypoints_project_onto_the_rendered_hand():
+    """Every visible keypoint lands on a pixel of its own hand in a segmentation render
+    (1 px tolerance; occlusion by the other hand or an object is allowed for a few)."""
+    env = _make("touch", resolution=128)
+    obs, info = env.reset(seed=4)
+    policy = PlayPolicy(env, np.random.default_rng(4))
+    hits = total = 0
+    for step in range(12):
+        if step:
+            obs, _, _, _, info = env.step(policy.act())
+        seg = env.physics.render_segmentation()
+        for name, (u, v), visible in zip(
+            KEYPOINT_NAMES, info["keypoints_2d"], info["keypoints_visible"], strict=True
+        ):
+            if not visible:
+                continue
+            side = name.split("_")[0]
+            col, row = int(u), int(v)
+            patch = seg[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2]
+            hits += bool(np.isin(patch, env.physics.hand_geom_ids[side]).any())
+            total += 1
+    env.close()
+    assert total >= 60, f"too few visible keypoints ({total})"
+    assert hits / total >= 0.9, f"only {hits}/{total} keypoints fall on their hand"
+
+
+EXPERT_SEEDS = 20
+# measured at 20 seeds: touch 0.75, push 0.85, lift 0.80, sweep 1.00, bimanual 0.95
+EXPERT_MIN_SUCCESS = {"touch": 0.65, "push": 0.75, "lift": 0.7, "sweep": 0.85, "bimanual": 0.85}
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_expert_success_rate(task):
+    """Final-frame success of the scripted expert over 20 seeds (32-frame episodes)."""
+    env = _make(task, resolution=16)
+    successes = []
+    for seed in range(EXPERT_SEEDS):
+        env.reset(seed=seed)
+        expert = ScriptedExpert(env, np.random.default_rng(seed))
+        for _ in range(31):
+            _, _, _, _, info = env.step(expert.act())
+        successes.append(info["success"])
+    env.close()
+    rate = float(np.mean(successes))
+    print(f"{task}: expert success {rate:.2f} over {EXPERT_SEEDS} seeds")
+    assert rate >= EXPERT_MIN_SUCCESS[task], f"{task} expert success {rate:.2f}"
+
+
+def test_reused_renderer_matches_a_fresh_one():
+    """Scenes reuse the previous GL context; the frames must equal a fresh env's."""
+    reused, fresh = _make("sweep"), _make("sweep")
+    reused.reset(seed=0)
+    image_reused = reused.reset(seed=1)[0]["image"]
+    image_fresh = fresh.reset(seed=1)[0]["image"]
+    np.testing.assert_array_equal(image_reused, image_fresh)
+    reused.close()
+    fresh.close()

@@ -1,0 +1,153 @@
+"""Synthetic data generation (episode store) and the ``dexac sim`` commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dexac_env.sim.generate import GenerateConfig, generate, plan_episode
+
+
+def _config(out, **kwargs) -> GenerateConfig:
+    base = dict(
+        out=str(out),
+        tasks=("push", "lift"),
+        episodes=3,
+        resolution=24,
+        frames=4,
+        workers=1,
+        seed=5,
+        test_fraction=0.34,
+    )
+    return GenerateConfig(**{**base, **kwargs})
+
+
+def test_plans_are_deterministic_and_split():
+    config = GenerateConfig(out="unused", episodes=200, seed=0)
+    plans = [plan_episode(config, i) for i in range(200)]
+    assert plans == [plan_episode(config, i) for i in range(200)]
+    splits = {p.split for p in plans}
+    assert splits == {"train", "val", "test"}
+    assert {p.mode for p in plans} == {"expert", "play"}
+    assert plan_episode(GenerateConfig(out="u", seed=1), 0) != plans[0]
+
+
+def test_generate_writes_resumes_and_ignores_worker_count(tmp_path):
+    from dexac_env.replay.store import EpisodeStore
+    from dexac_env.sim.scene import TEST_COLORS
+
+    one = generate(_config(tmp_path / "a.zarr"), progress=False)
+    assert one["written"] == 3 and one["skipped"] == 0
+    again = generate(_config(tmp_path / "a.zarr"), progress=False)
+    assert again["written"] == 0 and again["skipped"] == 3
+    generate(_config(tmp_path / "b.zarr", workers=2), progress=False)
+
+    a, b = EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "b.zarr")
+    assert a.episode_names() == b.episode_names() and len(a.episode_names()) == 3
+    for name in a.episode_names():
+        ea, eb = a.episode(name), b.episode(name)
+        for key in (
+            "rgb",
+            "action",
+            "keypoints_2d",
+            "keypoints_visible",
+            "keypoints_3d",
+            "reward",
+            "success",
+        ):
+            np.testing.assert_array_equal(ea.read(key), eb.read(key))
+        assert ea.read("rgb").shape == (4, 24, 24, 3)
+        assert ea.read("action").shape == (4, 57)
+        assert ea.attrs["source"] == "sim" and ea.attrs["description"]
+        np.testing.assert_allclose(ea.read("action")[0, :9], [0, 0, 0, 1, 0, 0, 0, 1, 0], atol=1e-5)
+    assert a.action_stats is not None
+    test_eps = [e for e in a.episodes() if e.attrs["split"] == "test"]
+    assert test_eps and all(e.attrs["color_split"] == "test" for e in test_eps)
+    assert TEST_COLORS  # test episodes draw their task objects from these held-out colours
+
+
+def test_generate_rejects_bad_config(tmp_path):
+    with pytest.raises(ValueError):
+        _config(tmp_path / "x.zarr", tasks=("juggle",))
+    with pytest.raises(ValueError):
+        _config(tmp_path / "x.zarr", frames=1)
+
+
+@pytest.mark.slow
+def test_cli_video_and_generate_smoke(tmp_path):
+    code = (
+        "import argparse, sys\n"
+        "from dexac_env.sim.cli import register\n"
+        "p = argparse.ArgumentParser(prog='dexac'); s = p.add_subparsers(dest='cmd', required=True)\n"
+        "register(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+    )
+    out = tmp_path / "push.gif"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "sim",
+            "video",
+            "--task",
+            "push",
+            "--out",
+            str(out),
+            "--frames",
+            "3",
+            "--resolution",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "sim",
+            "generate",
+            "--task",
+            "touch",
+            "--episodes",
+            "1",
+            "--frames",
+            "3",
+            "--resolution",
+            "16",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "s.zarr"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"written": 1' in done.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "sim",
+            "generate",
+            "--task",
+            "juggle",
+            "--out",
+            str(tmp_path / "t.zarr"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "unknown task" in bad.stderr
