@@ -6,6 +6,12 @@ import gymnasium as gym
 
 ENV_SPECS = {
     "DexACSim-v0": {"entry_point": "dexac_env.sim.env:DexACSimEnv", "max_episode_steps": 64},
+    "DexACWorld-v0": {
+        "entry_point": "dexac_env.world_env:DexACWorldEnv",
+        "vector_entry_point": "dexac_env.vector_env:DexACWorldVectorEnv",
+        "max_episode_steps": 64,
+    },
+    "DexACReplay-v0": {"entry_point": "dexac_env.replay_env:DexACReplayEnv", "max_episode_steps": 64},
 }
 
 

@@ -1,0 +1,175 @@
+"""Imagined env steps per second: batched core vs a loop of single envs, and the simulator.
+
+    python -m benchmarks.bench_env [--steps 8] [--sampling-steps 10] [--out benchmarks/results/env.json]
+
+For N in (1, 4, 16): one ``DexACWorldVectorEnv`` of N envs (one sampler call per step) against
+N ``DexACWorldEnv`` stepped in a Python loop, with pixel observations (``rgb``: decode every
+step) and without (``latent``). Env steps/s counts every env's step (N per batched step). The
+simulator's own steps/s (``DexACSim-v0``, one env, 64 px) is measured in the same run. A
+per-stage profile (predict / decode / reward / rest) of the batched rgb runs says where the
+time goes. Uses the shipped checkpoint when present, else a randomly initialised tiny model
+(same architecture and cost; the JSON says which). Never part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dexac_env  # noqa: F401
+from dexac_env.defaults import DEFAULT_CHECKPOINT, DEFAULT_STORE
+from dexac_env.vector_env import DexACWorldVectorEnv
+from dexac_env.world_env import DexACWorldEnv
+
+
+class StageTimer:
+    """Wraps model methods to accumulate wall time per stage."""
+
+    def __init__(self, model, names=("predict", "decode", "reward", "encode", "encode_semantic")):
+        self.totals: dict[str, float] = defaultdict(float)
+        self.model, self.originals = model, {}
+        for name in names:
+            original = getattr(model, name)
+            self.originals[name] = original
+
+            def timed(*args, _original=original, _name=name, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self.totals[_name] += time.perf_counter() - start
+
+            setattr(model, name, timed)
+
+    def restore(self) -> None:
+        for name in self.originals:
+            delattr(self.model, name)  # back to the class method
+
+
+def _model_and_store(tmp: str):
+    from dexac_env.replay.store import EpisodeStore
+    from world_model.config import WorldModelConfig
+    from world_model.facade import WorldModel
+
+    if (DEFAULT_STORE / "zarr.json").is_file():
+        store = str(DEFAULT_STORE)
+    else:
+        from tests.test_world_env import make_store
+
+        store = str(make_store(Path(tmp) / "bench.zarr", episodes=4, length=16))
+    if DEFAULT_CHECKPOINT.is_file():
+        return WorldModel.from_pretrained(str(DEFAULT_CHECKPOINT)), store, "shipped checkpoint"
+    torch.manual_seed(0)
+    stats = EpisodeStore.open(store).action_stats or EpisodeStore.open(store).compute_action_stats(None)
+    model = WorldModel(WorldModelConfig.from_size("tiny"), stats.mean, stats.std).eval()
+    return model, store, "random tiny (no shipped checkpoint)"
+
+
+def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=False):
+    env = DexACWorldVectorEnv(n, max_episode_steps=None, checkpoint=model, store=store,
+                              obs_mode=obs_mode, sampling_steps=sampling_steps, reward="learned")
+    env.reset(seed=0)
+    actions = env.core.pose.astype(np.float32)
+    env.step(actions)  # warm-up
+    timer = StageTimer(model) if profile else None
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(actions)
+    elapsed = time.perf_counter() - start
+    stages = None
+    if timer is not None:
+        timer.restore()
+        stages = {k: round(v / elapsed, 3) for k, v in timer.totals.items()}
+        stages["rest"] = round(1 - sum(stages.values()), 3)
+    return n * steps / elapsed, stages
+
+
+def bench_loop(model, store, n, obs_mode, steps, sampling_steps):
+    envs = [DexACWorldEnv(checkpoint=model, store=store, obs_mode=obs_mode,
+                          sampling_steps=sampling_steps, reward="learned") for _ in range(n)]
+    for i, env in enumerate(envs):
+        env.reset(seed=i)
+        env.step(env.core.pose[0].astype(np.float32))
+    actions = [env.core.pose[0].astype(np.float32) for env in envs]
+    start = time.perf_counter()
+    for _ in range(steps):
+        for env, action in zip(envs, actions, strict=True):
+            env.step(action)
+    return n * steps / (time.perf_counter() - start)
+
+
+def bench_sim(steps: int) -> float | None:
+    try:
+        from dexac_env.sim.env import DexACSimEnv
+    except ImportError:
+        return None
+    env = DexACSimEnv(task="push", resolution=64)
+    obs, _ = env.reset(seed=0)
+    action = obs["proprio"]
+    env.step(action)
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(action)
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+    parser.add_argument("--sampling-steps", type=int, default=None, help="None: model default")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--out", default="benchmarks/results/env.json")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, store, model_kind = _model_and_store(tmp)
+        sampling_steps = args.sampling_steps or model.config.sampler.num_steps
+        rows = []
+        for obs_mode in ("rgb", "latent"):
+            for n in args.sizes:
+                batched, stages = bench_batched(model, store, n, obs_mode, args.steps,
+                                                sampling_steps, profile=obs_mode == "rgb")
+                loop = bench_loop(model, store, n, obs_mode, args.steps, sampling_steps)
+                row = {"obs_mode": obs_mode, "num_envs": n,
+                       "batched_env_steps_per_s": round(batched, 1),
+                       "loop_env_steps_per_s": round(loop, 1),
+                       "speedup": round(batched / loop, 2), "time_share_batched": stages}
+                rows.append(row)
+                print(json.dumps(row))
+        sim = bench_sim(max(args.steps * 4, 20))
+        print(f"simulator env steps/s: {sim}")
+    frames_per_step = model.config.action_frames
+    result = {
+        "benchmark": "bench_env",
+        "model": model_kind,
+        "model_size": model.config.size,
+        "sampling_steps": sampling_steps,
+        "frames_per_env_step": frames_per_step,
+        "timed_steps": args.steps,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "imagined": rows,
+        "simulator_env_steps_per_s": None if sim is None else round(sim, 1),
+        "note": "CPU shared with other jobs: compare rows of one run, not across runs. "
+                "env steps/s counts every env of the batch; one imagined step covers "
+                f"{frames_per_step} frames (frames_per_step default), one simulator step 1 frame",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

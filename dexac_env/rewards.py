@@ -1,0 +1,127 @@
+"""Pluggable rewards for the imagined environment (``DexACWorld-v0``) and its batched core.
+
+A reward maps one batched step to one number per environment. It receives a
+:class:`RewardInput` and returns a float array of shape ``(N,)``. Built-in rewards, chosen by
+name with ``reward=...``:
+
+- ``"learned"``: the world model's reward head on the newly predicted latent frames, summed
+  over the frames the step covers.
+- ``"goal_image"``: minus the root-mean-square distance, in normalised latent units, between
+  the newest latent frame and the latent of a goal frame taken from the same episode (its last
+  frame). 0 means "looks exactly like the goal".
+- ``"pose_tracking"``: minus the mean squared per-dimension z-score between the commanded
+  pose and the demonstration's pose for the same frame (the stored ``action``; past the
+  demonstration's end its last pose). 0 means "exactly on the demonstration".
+- any callable ``fn(RewardInput) -> array-like (N,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+REWARD_NAMES = ("learned", "goal_image", "pose_tracking")
+
+
+@dataclass
+class RewardInput:
+    """Everything a reward may look at after one batched step of N environments.
+
+    latents: (N, T, C, h, w) float32 normalised latent frames predicted by this step.
+    pose: (N, 57) float64 commanded pose of the newest frame (dexac_env.actions units).
+    frame_index: (N,) int64 index, within each source episode, of the newest frame.
+    demo_actions: N arrays (L_i, 57), the stored action of each source episode.
+    goal_latent: (N, C, h, w) latent of each episode's goal frame, or None if not needed.
+    action_std: (57,) per-dimension action scale used to normalise pose errors.
+    model: the world model (for learned heads).
+    """
+
+    latents: torch.Tensor
+    pose: np.ndarray
+    frame_index: np.ndarray
+    demo_actions: list[np.ndarray]
+    goal_latent: torch.Tensor | None
+    action_std: np.ndarray
+    model: Any
+
+
+class Reward:
+    """Base class: ``needs_goal`` asks the core to encode each episode's goal frame at reset."""
+
+    name = "custom"
+    needs_goal = False
+
+    def __call__(self, step: RewardInput) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LearnedReward(Reward):
+    name = "learned"
+
+    def __call__(self, step: RewardInput) -> np.ndarray:
+        with torch.no_grad():
+            reward, _ = step.model.reward(step.latents)  # (N, T)
+        return reward.sum(dim=1).double().cpu().numpy()
+
+
+class GoalImageReward(Reward):
+    name = "goal_image"
+    needs_goal = True
+
+    def __call__(self, step: RewardInput) -> np.ndarray:
+        if step.goal_latent is None:
+            raise RuntimeError("goal_image reward called without goal latents")  # core bug
+        diff = step.latents[:, -1] - step.goal_latent.to(step.latents.device)  # (N, C, h, w)
+        return -diff.pow(2).flatten(1).mean(dim=1).sqrt().double().cpu().numpy()
+
+
+class PoseTrackingReward(Reward):
+    name = "pose_tracking"
+
+    def __call__(self, step: RewardInput) -> np.ndarray:
+        demo = np.stack(
+            [d[min(int(i), len(d) - 1)] for d, i in zip(step.demo_actions, step.frame_index, strict=True)]
+        )  # (N, 57)
+        z = (step.pose - demo) / step.action_std
+        return -np.mean(z**2, axis=1)
+
+
+class CallableReward(Reward):
+    """Wraps a user function ``fn(RewardInput) -> (N,)``; its output is checked."""
+
+    def __init__(self, fn: Callable[[RewardInput], Any], needs_goal: bool = False):
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "custom")
+        self.needs_goal = needs_goal
+
+    def __call__(self, step: RewardInput) -> np.ndarray:
+        return self.fn(step)
+
+
+def make_reward(spec: str | Reward | Callable[[RewardInput], Any]) -> Reward:
+    """A :class:`Reward` from a name in ``REWARD_NAMES``, a Reward, or a callable."""
+    if isinstance(spec, Reward):
+        return spec
+    if isinstance(spec, str):
+        builtins = {"learned": LearnedReward, "goal_image": GoalImageReward,
+                    "pose_tracking": PoseTrackingReward}
+        if spec not in builtins:
+            raise ValueError(f"reward must be one of {REWARD_NAMES} or a callable, got {spec!r}")
+        return builtins[spec]()
+    if callable(spec):
+        return CallableReward(spec)
+    raise ValueError(f"reward must be one of {REWARD_NAMES} or a callable, got {type(spec).__name__}")
+
+
+def check_reward_output(value: Any, num_envs: int, name: str) -> np.ndarray:
+    """Validate a reward's output: finite floats of shape (num_envs,)."""
+    out = np.asarray(value, dtype=np.float64)
+    if out.shape != (num_envs,):
+        raise ValueError(f"reward {name!r} must return shape ({num_envs},), got {out.shape}")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"reward {name!r} returned non-finite values {out}")
+    return out

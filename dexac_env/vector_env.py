@@ -1,0 +1,142 @@
+"""``DexACWorld-v0`` as a Gymnasium ``VectorEnv``: N imagined episodes, one sampler call a step.
+
+``gym.make_vec("DexACWorld-v0", num_envs=N)`` builds this (the registered
+``vector_entry_point``). Autoreset mode: ``AutoresetMode.NEXT_STEP`` (Gymnasium's default):
+the step after an episode ends resets that env, ignores its action and returns its first
+observation with reward 0. Truncation after ``max_episode_steps`` steps (registered: 64).
+
+Planners branch with :meth:`get_state` / :meth:`set_state` (see ``world_core.select_state``
+to tile one env's state over the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from dexac_env.world_core import (
+    CoreState,
+    WorldCore,
+    WorldEnvConfig,
+    action_bounds,
+    load_world_model,
+    open_store,
+)
+from dexac_env.world_env import observation_space, validate_action
+
+
+def per_env_options(options: dict | None, num_envs: int) -> list[dict]:
+    """Split ``{"episode": x | [x_0..], "start": s | [s_0..]}`` into one options dict per env."""
+    options = dict(options or {})
+    options.pop("reset_mask", None)
+    out: list[dict] = [{} for _ in range(num_envs)]
+    for key, value in options.items():
+        if isinstance(value, Sequence) and not isinstance(value, str) or isinstance(value, np.ndarray):
+            if len(value) != num_envs:
+                raise ValueError(f"options[{key!r}] has {len(value)} entries, expected {num_envs}")
+            for i in range(num_envs):
+                out[i][key] = value[i]
+        else:
+            for i in range(num_envs):
+                out[i][key] = value
+    return out
+
+
+class DexACWorldVectorEnv(VectorEnv):
+    """N copies of ``DexACWorld-v0`` stepped by one batched :class:`WorldCore`.
+
+    Arguments are those of ``DexACWorld-v0`` plus ``num_envs`` and ``max_episode_steps``.
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 30,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 64, **kwargs: Any):
+        self.config = WorldEnvConfig.from_kwargs(**kwargs)
+        model = load_world_model(self.config.checkpoint, self.config.device)
+        self.core = WorldCore(model, self.config, num_envs, open_store(self.config.store))
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = self.config.render_mode
+        low, high = action_bounds()
+        self.single_action_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.single_observation_space = observation_space(self.core)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._elapsed = np.zeros(num_envs, dtype=np.int64)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._has_reset = False
+
+    def _restart(self, indices: list[int], options: list[dict]) -> None:
+        picks = [self.core.pick(self.np_random, options[i]) for i in indices]
+        self.core.reset_envs(indices, picks)
+        self.core.seed(indices, [int(self.np_random.integers(2**63 - 1)) for _ in indices])
+        self._elapsed[indices] = 0
+
+    def _infos(self) -> dict[str, Any]:
+        ones = np.ones(self.num_envs, dtype=bool)
+        return {
+            "episode_name": np.array([name for name, _ in self.core.episodes], dtype=object),
+            "_episode_name": ones,
+            "frame_index": self.core.frame_index.copy(),
+            "_frame_index": ones.copy(),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset all envs (or those in ``options["reset_mask"]``); seeds the sampler too."""
+        super().reset(seed=seed)
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (self.num_envs,):
+                raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        self._restart([int(i) for i in np.flatnonzero(mask)], per_env_options(options, self.num_envs))
+        self._autoreset[mask] = False
+        self._has_reset = True
+        return self.core.observations(), self._infos()
+
+    def step(self, actions: Any):
+        if not self._has_reset:
+            raise RuntimeError("call reset() before step()")
+        targets = validate_action(actions, batch=self.num_envs)
+        restart = np.flatnonzero(self._autoreset)
+        # Envs restarting this step are advanced with their own pose (result discarded) so the
+        # batch keeps its shape; then they are reset.
+        targets[restart] = self.core.pose[restart]
+        rewards, _ = self.core.step(targets)
+        self._elapsed += 1
+        if restart.size:
+            self._restart([int(i) for i in restart], [{} for _ in range(self.num_envs)])
+            rewards[restart] = 0.0
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = self._elapsed >= self.max_episode_steps
+        truncated[restart] = False
+        self._autoreset = terminated | truncated
+        return self.core.observations(), rewards, terminated, truncated, self._infos()
+
+    def render(self) -> np.ndarray | None:
+        """(N, H, W, 3) uint8 newest frames (render_mode ``"rgb_array"``), else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.core.frames().copy()
+
+    def get_state(self) -> CoreState:
+        state = self.core.get_state()
+        state.extra["elapsed"] = self._elapsed.copy()
+        state.extra["autoreset"] = self._autoreset.copy()
+        return state
+
+    def set_state(self, state: CoreState) -> None:
+        self.core.set_state(state)
+        self._elapsed = np.array(state.extra.get("elapsed", np.zeros(self.num_envs)), dtype=np.int64)
+        self._autoreset = np.array(state.extra.get("autoreset", np.zeros(self.num_envs)), dtype=bool)

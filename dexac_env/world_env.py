@@ -1,0 +1,157 @@
+"""``DexACWorld-v0``: the DexAC-WM world model as a Gymnasium environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dexac_env.actions import ACTION_DIM, check_actions
+from dexac_env.world_core import (
+    CoreState,
+    WorldCore,
+    WorldEnvConfig,
+    action_bounds,
+    load_world_model,
+    open_store,
+)
+
+
+def validate_action(action: Any, batch: int | None = None) -> np.ndarray:
+    """Check one action (57,) or a batch (batch, 57): real finite numbers. Returns float64."""
+    expected = (ACTION_DIM,) if batch is None else (batch, ACTION_DIM)
+    array = np.asarray(action)
+    if array.shape != expected:
+        raise ValueError(f"action must have shape {expected}, got {array.shape}")
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"action must be real numbers (float32), got dtype {array.dtype}")
+    return check_actions(array, "action").astype(np.float64)
+
+
+def observation_space(core: WorldCore) -> spaces.Space:
+    image = spaces.Box(0, 255, (core.resolution, core.resolution, 3), dtype=np.uint8)
+    if core.config.obs_mode == "rgb":
+        return image
+    if core.config.obs_mode == "latent":
+        return spaces.Box(-np.inf, np.inf, core.latent_shape, dtype=np.float32)
+    low, high = action_bounds()
+    # proprio is the commanded pose, which may leave the action bounds: unbounded.
+    del low, high
+    proprio = spaces.Box(-np.inf, np.inf, (ACTION_DIM,), dtype=np.float32)
+    return spaces.Dict({"image": image, "proprio": proprio})
+
+
+class DexACWorldEnv(gym.Env):
+    """
+    ## Description
+
+    An imagined egocentric episode of two dexterous hands. The DexAC-WM world model (a latent
+    video diffusion transformer conditioned on the 57-D hand/head pose) predicts the next
+    video frame(s) from a window of past latent frames, the commanded poses and the task
+    text. The context comes from a stored episode; everything after it is imagined.
+
+    ## Action Space
+
+    `Box(57,)` float32, the same units and meaning as the simulator `DexACSim-v0`: the target
+    pose of the next frame (`dexac_env.actions`: head 0:9 and wrists 9:27 as position in
+    metres plus 6D rotation in the episode frame, fingertips 27:57 in metres in their wrist's
+    frame). Bounds are plausibility limits (2 m, 6D entries in [-1, 1], fingertips 0.3 m);
+    values outside are passed on as given. Shape, dtype or non-finite errors raise ValueError.
+    With `frames_per_step=k` one step covers k frames: the poses of the intermediate frames
+    interpolate linearly from the current pose to the action, which is the pose of the k-th.
+
+    ## Observation Space
+
+    `obs_mode="rgb"`: the newest frame, uint8 `(H, W, 3)`. `"latent"`: the newest normalised
+    latent frame, float32 `(C, h, w)` (no decoding). `"dict"`: `{"image": (H, W, 3) uint8,
+    "proprio": (57,) float32}` where proprio is the current commanded pose.
+
+    ## Rewards
+
+    Pluggable (`reward=`, see `dexac_env.rewards`): `"learned"` (default; the model's reward
+    head on the predicted frames), `"goal_image"` (minus the latent RMS distance to the
+    episode's last frame), `"pose_tracking"` (minus the mean squared z-score to the
+    demonstration's pose for the same frame), or a callable.
+
+    ## Starting State
+
+    `reset` draws an episode from the store with `self.np_random` (or takes
+    `options={"episode": name_or_index, "start": frame}`), encodes its first
+    `context_frames` frames (from `start`, default 0) and the task text once (cached per
+    episode window), and seeds the sampler's `torch.Generator` from `self.np_random`: the same
+    seed gives the same imagined episode.
+
+    ## Episode End
+
+    The imagined world has no terminal state: `terminated` is always False. Truncation comes
+    from `max_episode_steps` (registered default 64), applied by `gym.make`'s `TimeLimit`.
+
+    ## Arguments
+
+    `gym.make("DexACWorld-v0", checkpoint=None, store=None, task=None, split=None,
+    sampling_steps=None, cfg_scale=None, frames_per_step=1, obs_mode="rgb", reward="learned",
+    device="cpu", render_mode=None)`; see `WorldEnvConfig`. Unknown keys raise ValueError.
+    `checkpoint` may be a `WorldModel` instance or a `.safetensors` path; `store` a path or an
+    `EpisodeStore`. None means the shipped defaults (`dexac_env.defaults`).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, **kwargs: Any):
+        self.config = WorldEnvConfig.from_kwargs(**kwargs)
+        model = load_world_model(self.config.checkpoint, self.config.device)
+        self.core = WorldCore(model, self.config, 1, open_store(self.config.store))
+        self.render_mode = self.config.render_mode
+        low, high = action_bounds()
+        self.action_space = spaces.Box(low, high, dtype=np.float32)
+        self.observation_space = observation_space(self.core)
+        self._has_reset = False
+
+    @property
+    def model(self) -> Any:
+        return self.core.model
+
+    def _obs(self) -> Any:
+        obs = self.core.observations()
+        if isinstance(obs, dict):
+            return {k: v[0] for k, v in obs.items()}
+        return obs[0]
+
+    def _info(self) -> dict[str, Any]:
+        name, start = self.core.episodes[0]
+        return {"episode": name, "start": start, "frame_index": int(self.core.frame_index[0])}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        pick = self.core.pick(self.np_random, options)
+        self.core.reset_envs([0], [pick])
+        self.core.seed([0], [int(self.np_random.integers(2**63 - 1))])
+        self._has_reset = True
+        return self._obs(), self._info()
+
+    def step(self, action: Any):
+        if not self._has_reset:
+            raise RuntimeError("call reset() before step()")
+        target = validate_action(action)
+        reward, _ = self.core.step(target[None])
+        return self._obs(), float(reward[0]), False, False, self._info()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self.core.frames()[0].copy()
+
+    # -- planner support -----------------------------------------------------------------------
+
+    def get_state(self) -> CoreState:
+        """Snapshot of the imagined episode (restore with :meth:`set_state`)."""
+        return self.core.get_state()
+
+    def set_state(self, state: CoreState) -> None:
+        self.core.set_state(state)
