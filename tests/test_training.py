@@ -113,7 +113,7 @@ def test_window_alignment_and_semantic(store_path):
     np.testing.assert_array_equal(item["actions"], action[start + 1 : start + 5])
     np.testing.assert_array_equal(item["reward"], episode.read("reward")[start + 2 : start + 5])
     assert item["semantic_image"].shape == (4, 6) and item["semantic_text"].shape == (1, 5)
-    np.testing.assert_allclose(item["semantic_image"], episode.read("semantic_image")[start], atol=0)
+    np.testing.assert_allclose(item["semantic_image"], episode.read("semantic_image")[start + 1], atol=0)
     clips = ClipDataset(store_path, "train", clip_frames=2, stride=3)
     assert clips[0]["frames"].shape == (2, 16, 16, 3) and clips[0]["frames"].dtype == torch.uint8
 

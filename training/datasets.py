@@ -176,9 +176,10 @@ class LatentWindowDataset(_StoreDataset):
             item["success"] = torch.from_numpy(
                 episode.read("success", lo, hi)[np.array(frames) - lo].astype(np.float32)
             )
-        # 4. semantic features of the first context frame (cached) and of the task text
+        # 4. semantic features of the last context frame (cached) and of the task text; the
+        # env computes them from the same frame at reset and keeps them for the rollout
         if self.semantic:
-            pixel = start * tc
+            pixel = (start + c - 1) * tc
             image = episode.read("semantic_image", pixel, pixel + 1)[0]  # (S_img, D_img)
             item["semantic_image"] = torch.from_numpy(image.astype(np.float32))
             item["semantic_text"] = torch.from_numpy(

@@ -55,9 +55,8 @@ def rollout(
     with torch.no_grad():
         frames_t = torch.from_numpy(rgb[None])  # (1, T, H, W, 3)
         latents = model.encode(frames_t[:, :context])  # (1, context, C, h, w)
-        semantic = model.encode_semantic(
-            frames_t[:, 0], [text]
-        )  # first context frame, as in training
+        # the last context frame, as in training and in the env
+        semantic = model.encode_semantic(frames_t[:, context - 1], [text])
         predicted = []
         t = context  # index of the next frame to predict
         while t < context + frames:
