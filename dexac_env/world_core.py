@@ -53,7 +53,9 @@ class WorldEnvConfig:
     sampling_steps: sampler steps per predicted chunk (None: the model's default).
     cfg_scale: classifier-free guidance scale (None: the model's default).
     frames_per_step: frames one ``step`` covers (the action is the pose of the last one);
-        None: the model's ``action_frames`` (one sampler call per step, nothing wasted).
+        None: one frame, like the simulator's step (the tokenizer's temporal compression
+        when it packs several frames per latent). ``action_frames`` is the fast setting: one
+        sampler call per step and no predicted frame discarded.
     obs_mode: ``"rgb"`` (uint8 H, W, 3), ``"latent"`` (float32 C, h, w) or ``"dict"``.
     reward: ``"learned"``, ``"goal_image"``, ``"pose_tracking"`` or a callable (rewards.py).
     device: torch device the model runs on.
@@ -139,7 +141,7 @@ class WorldCore:
         self.chunk_frames = int(wm.chunk_frames)
         self.action_frames = int(wm.action_frames)
         self.temporal_compression = self.action_frames // self.chunk_frames
-        self.frames_per_step = config.frames_per_step or self.action_frames
+        self.frames_per_step = config.frames_per_step or self.temporal_compression
         if self.frames_per_step % self.temporal_compression:
             raise ValueError(
                 f"frames_per_step must be a multiple of the tokenizer's temporal compression "

@@ -31,8 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("store") / "s.zarr"
-    write_random_store(path, episodes=3, length=10, resolution=16, latent_shape=(2, 2, 2),
-                       semantic_shape=((4, 6), (1, 5)))
+    write_random_store(
+        path,
+        episodes=3,
+        length=10,
+        resolution=16,
+        latent_shape=(2, 2, 2),
+        semantic_shape=((4, 6), (1, 5)),
+    )
     return path
 
 
@@ -54,10 +60,19 @@ class StandIn(nn.Module):
 
 def _trainer(store_path: Path, out_dir: Path, **changes) -> Trainer:
     torch.manual_seed(0)
-    config = TrainerConfig(**{
-        "steps": 8, "batch_size": 4, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(out_dir),
-        "checkpoint_every": 4, "log_samples": True, "progress_bar": False, **changes,
-    })
+    config = TrainerConfig(
+        **{
+            "steps": 8,
+            "batch_size": 4,
+            "lr": 1e-2,
+            "warmup_steps": 0,
+            "out_dir": str(out_dir),
+            "checkpoint_every": 4,
+            "log_samples": True,
+            "progress_bar": False,
+            **changes,
+        }
+    )
     dataset = LatentWindowDataset(store_path, "train", 2, 2)
     return Trainer(StandIn(), dataset, config, {"trainer": to_dict(config)})
 
@@ -71,9 +86,12 @@ def _metrics(out_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize(
     "path, cls",
-    [("configs/wm/tiny.yaml", WMRunConfig), ("configs/wm/tiny_mlp_global.yaml", WMRunConfig),
-     ("configs/tokenizer/tiny_vae.yaml", TokenizerRunConfig),
-     ("configs/tokenizer/tiny_ssl_vit.yaml", TokenizerRunConfig)],
+    [
+        ("configs/wm/tiny.yaml", WMRunConfig),
+        ("configs/wm/tiny_mlp_global.yaml", WMRunConfig),
+        ("configs/tokenizer/tiny_vae.yaml", TokenizerRunConfig),
+        ("configs/tokenizer/tiny_ssl_vit.yaml", TokenizerRunConfig),
+    ],
 )
 def test_shipped_configs_load(path, cls):
     config = load_config(cls, ROOT / path)
@@ -113,7 +131,21 @@ def test_window_alignment_and_semantic(store_path):
     np.testing.assert_array_equal(item["actions"], action[start + 1 : start + 5])
     np.testing.assert_array_equal(item["reward"], episode.read("reward")[start + 2 : start + 5])
     assert item["semantic_image"].shape == (4, 6) and item["semantic_text"].shape == (1, 5)
-    np.testing.assert_allclose(item["semantic_image"], episode.read("semantic_image")[start + 1], atol=0)
+    last = LatentWindowDataset(
+        store_path, "train", 2, 3, semantic=True, semantic_frame="last_context"
+    )
+    features = episode.read("semantic_image")
+    np.testing.assert_allclose(last[7]["semantic_image"], features[start + 1], atol=0)
+    # "rollout": a reset frame at or before the last context frame, the same on every read
+    for index in range(len(dataset)):
+        name, start = dataset.index[index]
+        feats = EpisodeStore.open(store_path).episode(name).read("semantic_image")
+        image = dataset[index]["semantic_image"].numpy()
+        matches = [
+            f for f in range(1, start + 2) if np.array_equal(feats[f].astype(np.float32), image)
+        ]
+        assert matches, f"window {index} got semantic features of no frame in 1..{start + 1}"
+        np.testing.assert_array_equal(dataset[index]["semantic_image"], image)
     clips = ClipDataset(store_path, "train", clip_frames=2, stride=3)
     assert clips[0]["frames"].shape == (2, 16, 16, 3) and clips[0]["frames"].dtype == torch.uint8
 
@@ -182,8 +214,9 @@ def test_resume_continues_exactly(store_path, tmp_path):
     expected, resumed = _metrics(reference), _metrics(crashed)
     assert [r["step"] for r in resumed] == list(range(1, 9))
     assert [r["samples"] for r in resumed] == [r["samples"] for r in expected]
-    np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in expected],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [r["loss"] for r in resumed], [r["loss"] for r in expected], rtol=1e-6
+    )
 
 
 def test_resume_with_another_config_is_refused(store_path, tmp_path):

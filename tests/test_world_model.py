@@ -257,3 +257,33 @@ def test_paper_2b_parameter_count_is_within_ten_percent_of_2b():
     print(f"\npaper-2b parameters: {counts}")
     for count in counts.values():
         assert abs(count - 2e9) / 2e9 < 0.10
+
+
+@pytest.mark.parametrize("variant", ["dexac", "mlp_global"])
+def test_fresh_model_trains_every_block_with_real_optimizer_steps(variant):
+    """No ``wake``: from the real initialisation, a few AdamW steps must move every trainable
+    weight of the DiT blocks and of the action path (zero-initialised output layers under a
+    zero gate would otherwise stay at zero forever)."""
+    torch.manual_seed(0)
+    model = tiny_model(variant, semantic=True)
+    batch = _batch(model)
+    batch["semantic_image"] = fake_semantic(model, 2).image
+    batch["semantic_text"] = fake_semantic(model, 2).text
+    names = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad
+        and (n.startswith("dit.blocks") or n.startswith("conditioner"))
+        and "null_tokens" not in n  # the "no action" input only trains with action_dropout
+    ]
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(5):  # zero layers open one per step along the deepest path (AdaLN -> query)
+        loss, _ = model.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    params = dict(model.named_parameters())
+    frozen = [n for n in names if torch.equal(params[n].detach(), before[n])]
+    assert not frozen, f"parameters that never moved: {frozen[:8]} ({len(frozen)} in all)"

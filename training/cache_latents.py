@@ -41,27 +41,39 @@ def build_encoders(wm_size: str, tokenizer_path: str, semantic_path: str | None)
     semantic = None
     if semantic_path is not None:
         semantic = SemanticEncoder(config.semantic)
-        load_component(semantic_path, "dexac-ssl-vit", semantic.ssl_vit,
-                       config.semantic.ssl_vit.to_dict())
+        load_component(
+            semantic_path, "dexac-ssl-vit", semantic.ssl_vit, config.semantic.ssl_vit.to_dict()
+        )
         semantic.eval()
     return tokenizer.eval(), semantic
 
 
 @torch.no_grad()
-def encode_episode(tokenizer, semantic, rgb: np.ndarray, description: str,
-                   batch_frames: int) -> dict[str, np.ndarray]:
+def encode_episode(
+    tokenizer, semantic, rgb: np.ndarray, description: str, batch_frames: int
+) -> dict[str, np.ndarray]:
     """rgb uint8 (T, H, W, 3) -> the arrays to cache for one episode."""
     frames = torch.from_numpy(rgb)
     if tokenizer.temporal_compression > 1:  # causal video VAE: the whole episode at once
-        usable = 1 + (len(frames) - 1) // tokenizer.temporal_compression * tokenizer.temporal_compression
+        usable = (
+            1 + (len(frames) - 1) // tokenizer.temporal_compression * tokenizer.temporal_compression
+        )
         latent = tokenizer.encode(frames[None, :usable])[0]
     else:  # frame-wise: any batching gives the same latents
-        latent = torch.cat([tokenizer.encode(frames[None, i : i + batch_frames])[0]
-                            for i in range(0, len(frames), batch_frames)])
+        latent = torch.cat(
+            [
+                tokenizer.encode(frames[None, i : i + batch_frames])[0]
+                for i in range(0, len(frames), batch_frames)
+            ]
+        )
     arrays = {"latent": latent.numpy().astype(np.float32)}  # (T', C, h, w)
     if semantic is not None:
-        image = torch.cat([semantic.image_features(frames[i : i + batch_frames])
-                           for i in range(0, len(frames), batch_frames)])  # (T, S, D)
+        image = torch.cat(
+            [
+                semantic.image_features(frames[i : i + batch_frames])
+                for i in range(0, len(frames), batch_frames)
+            ]
+        )  # (T, S, D)
         arrays["semantic_image"] = image.numpy().astype(np.float16)
         arrays["semantic_text"] = semantic.text_features([description]).numpy().astype(np.float32)
     return arrays
@@ -84,12 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.overwrite and all(k in episode.keys() for k in wanted):
             skipped += 1
             continue
-        arrays = encode_episode(tokenizer, semantic, episode.read("rgb"),
-                                str(episode.attrs.get("description", "")), args.batch_frames)
+        arrays = encode_episode(
+            tokenizer,
+            semantic,
+            episode.read("rgb"),
+            str(episode.attrs.get("description") or episode.attrs.get("task") or ""),
+            args.batch_frames,
+        )
         for key, value in arrays.items():
             store.write_array(episode.name, key, value)
         done += 1
-    print(f"cached {done} episodes ({skipped} already cached) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"cached {done} episodes ({skipped} already cached) in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 

@@ -26,8 +26,13 @@ from training.config import ConfigError
 FORMATS = ("dexac-tokenizer", "dexac-ssl-vit")
 
 
-def save_component(path: str | Path, module: nn.Module, fmt: str, config: dict[str, Any],
-                   extra: dict[str, Any] | None = None) -> Path:
+def save_component(
+    path: str | Path,
+    module: nn.Module,
+    fmt: str,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``module``'s weights and buffers with their config to ``path`` (.safetensors)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -52,7 +57,9 @@ def load_component(path: str | Path, fmt: str, into: nn.Module, config: dict[str
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         metadata = handle.metadata() or {}
         if metadata.get("format") != fmt:
-            raise ValueError(f"{path} is not a {fmt} checkpoint (format={metadata.get('format')!r})")
+            raise ValueError(
+                f"{path} is not a {fmt} checkpoint (format={metadata.get('format')!r})"
+            )
         saved = json.loads(metadata["config"])
         if _normalise(saved) != _normalise(config):
             differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
@@ -76,17 +83,30 @@ def entry_parser(description: str, default_config: str) -> argparse.ArgumentPars
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config, help="YAML run config")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config entry, e.g. --set trainer.steps=100 (repeatable)",
     )
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the newest checkpoint in trainer.out_dir")
-    parser.add_argument("--deepspeed_config", "--deepspeed-config", default=None,
-                        help="DeepSpeed JSON (overrides trainer.deepspeed_config)")
-    parser.add_argument("--no-deepspeed", action="store_true",
-                        help="train with plain PyTorch even if the config names a DeepSpeed JSON")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                        help=argparse.SUPPRESS)  # passed by the deepspeed launcher
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the newest checkpoint in trainer.out_dir"
+    )
+    parser.add_argument(
+        "--deepspeed_config",
+        "--deepspeed-config",
+        default=None,
+        help="DeepSpeed JSON (overrides trainer.deepspeed_config)",
+    )
+    parser.add_argument(
+        "--no-deepspeed",
+        action="store_true",
+        help="train with plain PyTorch even if the config names a DeepSpeed JSON",
+    )
+    parser.add_argument(
+        "--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS
+    )  # passed by the deepspeed launcher
     return parser
 
 

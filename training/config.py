@@ -97,19 +97,22 @@ class WindowDataConfig:
         split: episodes of this split are used ("train", "val" or "test").
         window_stride: latent frames between the starts of consecutive windows.
         semantic_frame: which frame's cached semantic image features condition a window:
-            "first_context" (the first context frame, as a rollout's reset frame does).
+            "rollout" (any reset frame up to the window's last context frame, as during an
+            env rollout) or "last_context" (training/datasets.py SEMANTIC_FRAMES).
     """
 
     store: str = "data/sim.zarr"
     split: str = "train"
     window_stride: int = 1
-    semantic_frame: str = "first_context"
+    semantic_frame: str = "rollout"
 
     def __post_init__(self) -> None:
         if self.window_stride < 1:
             raise ConfigError(f"data.window_stride must be >= 1, got {self.window_stride}")
-        if self.semantic_frame != "first_context":
-            raise ConfigError(f"data.semantic_frame must be 'first_context', got {self.semantic_frame!r}")
+        if self.semantic_frame not in ("rollout", "last_context"):
+            raise ConfigError(
+                f"data.semantic_frame must be 'rollout' or 'last_context', got {self.semantic_frame!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,9 @@ def from_mapping(cls: type[T], values: Any, prefix: str = "") -> T:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}' in {where}; valid keys: {sorted(fields)}"
         )
-    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in values.items()}
+    kwargs = {
+        name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in values.items()
+    }
     return cls(**kwargs)
 
 

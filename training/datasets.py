@@ -27,6 +27,12 @@ from torch.utils.data import Dataset
 from dexac_env.replay.store import Episode, EpisodeStore, StoreError
 
 SEMANTIC_KEYS = ("semantic_image", "semantic_text")
+# Which frame's semantic features condition a window. A rollout computes them once, from its
+# reset frame, and keeps them while the context slides, so at rollout step n they are n chunks
+# old: "rollout" draws that frame anywhere between the episode's first possible reset frame and
+# the window's last context frame (a pure function of the item index, so resume stays exact);
+# "last_context" always takes the newest context frame.
+SEMANTIC_FRAMES = ("rollout", "last_context")
 
 
 def open_store(path: str | Path, mode: str = "r") -> EpisodeStore:
@@ -107,10 +113,18 @@ class LatentWindowDataset(_StoreDataset):
         stride: int = 1,
         semantic: bool = False,
         latent_shape: tuple[int, int, int] | None = None,
+        semantic_frame: str = "rollout",
     ):
         super().__init__(store_path, split)
+        if semantic_frame not in SEMANTIC_FRAMES:
+            raise ValueError(
+                f"semantic_frame must be one of {SEMANTIC_FRAMES}, got {semantic_frame!r}"
+            )
+        self.semantic_frame = semantic_frame
         if context_frames < 1 or chunk_frames < 1:
-            raise ValueError(f"context/chunk frames must be >= 1, got {context_frames}/{chunk_frames}")
+            raise ValueError(
+                f"context/chunk frames must be >= 1, got {context_frames}/{chunk_frames}"
+            )
         self.context_frames = context_frames
         self.chunk_frames = chunk_frames
         self.tc = temporal_compression
@@ -176,10 +190,12 @@ class LatentWindowDataset(_StoreDataset):
             item["success"] = torch.from_numpy(
                 episode.read("success", lo, hi)[np.array(frames) - lo].astype(np.float32)
             )
-        # 4. semantic features of the last context frame (cached) and of the task text; the
-        # env computes them from the same frame at reset and keeps them for the rollout
+        # 4. semantic features of a reset frame (see SEMANTIC_FRAMES) and of the task text
         if self.semantic:
             pixel = (start + c - 1) * tc
+            if self.semantic_frame == "rollout":
+                rng = np.random.default_rng([i, 0x5E])
+                pixel = int(rng.integers((c - 1) * tc, pixel + 1))
             image = episode.read("semantic_image", pixel, pixel + 1)[0]  # (S_img, D_img)
             item["semantic_image"] = torch.from_numpy(image.astype(np.float32))
             item["semantic_text"] = torch.from_numpy(
@@ -230,7 +246,10 @@ class ShardedBatchSampler:
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_samples))
+            self._cache = (
+                epoch,
+                np.random.default_rng([self.seed, epoch]).permutation(self.num_samples),
+            )
         return self._cache[1]
 
     def global_batch(self, micro_step: int) -> list[int]:

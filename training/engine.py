@@ -181,7 +181,9 @@ def deepspeed_json(config: TrainerConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config file with batch size, accumulation and clipping from ``config``."""
     path = Path(config.deepspeed_config or "")
     if not path.is_file():
-        raise FileNotFoundError(f"DeepSpeed config {path} does not exist (trainer.deepspeed_config)")
+        raise FileNotFoundError(
+            f"DeepSpeed config {path} does not exist (trainer.deepspeed_config)"
+        )
     ds = json.loads(path.read_text())
     if not isinstance(ds, dict):
         raise ValueError(f"{path} must hold a JSON object")
@@ -318,7 +320,9 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def load_fp32_state_dict(checkpoint_dir: str | Path, tag: str | None = None) -> dict[str, torch.Tensor]:
+def load_fp32_state_dict(
+    checkpoint_dir: str | Path, tag: str | None = None
+) -> dict[str, torch.Tensor]:
     """Full fp32 model weights (keys of the wrapped model) from a trainer checkpoint directory.
 
     Reads either a plain-torch checkpoint (``tag/state.pt``) or a DeepSpeed one of any ZeRO stage
@@ -345,4 +349,4 @@ def load_fp32_state_dict(checkpoint_dir: str | Path, tag: str | None = None) -> 
             if key not in state and torch.is_tensor(value) and value.numel() > 0:
                 state[key] = value.float() if value.is_floating_point() else value
     prefix = "model."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -101,7 +101,7 @@ def evaluate(
             model,
             rgb,
             actions,
-            str(episode.attrs.get("description", "")),
+            str(episode.attrs.get("description") or episode.attrs.get("task") or ""),
             frames,
             seed + index,
             num_steps,

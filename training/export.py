@@ -26,8 +26,9 @@ from training.components import run_main
 from training.engine import load_fp32_state_dict, read_latest
 
 
-def export_world_model(run_dir: str | Path, output: str | Path | None = None,
-                       tag: str | None = None) -> Path:
+def export_world_model(
+    run_dir: str | Path, output: str | Path | None = None, tag: str | None = None
+) -> Path:
     """Write the run's checkpoint ``tag`` (default: the newest) as a WorldModel file."""
     from world_model import WorldModel, WorldModelConfig  # noqa: PLC0415
     from world_model.checkpoint import check_state  # noqa: PLC0415
@@ -47,12 +48,14 @@ def export_world_model(run_dir: str | Path, output: str | Path | None = None,
     stats = run_config["action_stats"]
     model = WorldModel(
         WorldModelConfig.from_dict(run_config["world_model"]),
-        np.asarray(stats["mean"]), np.asarray(stats["std"]),
+        np.asarray(stats["mean"]),
+        np.asarray(stats["std"]),
     )
     # 2. its consolidated fp32 weights, checked against the config
     state = load_fp32_state_dict(checkpoint_dir, tag)
-    check_state(model.state_dict(), {k: tuple(v.shape) for k, v in state.items()},
-                str(checkpoint_dir / tag))
+    check_state(
+        model.state_dict(), {k: tuple(v.shape) for k, v in state.items()}, str(checkpoint_dir / tag)
+    )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     # 3. the inference file, and how it was made
     output = Path(output) if output is not None else run_dir / "model.safetensors"

@@ -40,7 +40,9 @@ def write_random_store(
         for t in range(length):  # a bright square that moves with time
             x = (3 * t + 5 * e) % (resolution - 8)
             rgb[t, 4:12, x : x + 8] = 220
-        action = np.cumsum(rng.normal(0, 0.01, size=(length, ACTION_DIM)), axis=0).astype(np.float32)
+        action = np.cumsum(rng.normal(0, 0.01, size=(length, ACTION_DIM)), axis=0).astype(
+            np.float32
+        )
         extra = {
             "reward": rng.random(length).astype(np.float32),
             "success": (np.arange(length) >= length - 2),
@@ -66,9 +68,13 @@ def write_random_store(
             store.write_array(f"ep{e:03d}", "latent", latent)
         if semantic_shape is not None:
             (s_img, d_img), (s_txt, d_txt) = semantic_shape
-            store.write_array(f"ep{e:03d}", "semantic_image",
-                              rng.normal(size=(length, s_img, d_img)).astype(np.float16))
-            store.write_array(f"ep{e:03d}", "semantic_text",
-                              rng.normal(size=(1, s_txt, d_txt)).astype(np.float32))
+            store.write_array(
+                f"ep{e:03d}",
+                "semantic_image",
+                rng.normal(size=(length, s_img, d_img)).astype(np.float16),
+            )
+            store.write_array(
+                f"ep{e:03d}", "semantic_text", rng.normal(size=(1, s_txt, d_txt)).astype(np.float32)
+            )
     store.compute_action_stats(None)
     return store

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(TokenizerRunConfig, args.config, engine_overrides(args))
     torch.manual_seed(config.trainer.seed)
     model, model_config = build_model(config)
-    dataset = ClipDataset(config.data.store, config.data.split, config.data.clip_frames,
-                          config.data.clip_stride)
+    dataset = ClipDataset(
+        config.data.store, config.data.split, config.data.clip_frames, config.data.clip_stride
+    )
     height = dataset[0]["frames"].shape[1]
     if height != model_config.get("resolution", model_config.get("image_size")):
         raise StoreError(
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     kind = config.model.kind
     momentum = config.model.teacher_momentum
     trainer = Trainer(
-        model, dataset, config.trainer,
+        model,
+        dataset,
+        config.trainer,
         {"run": to_dict(config), "model_config": model_config},
         loss_fn=vae_loss if kind == "vae" else ssl_vit_loss,
         after_step=None if kind == "vae" else (lambda m, step: m.update_teacher(momentum)),
@@ -97,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "vae":
             fit_latent_stats(final, dataset, config.model.latent_stats_frames, config.trainer.seed)
         fmt = "dexac-tokenizer" if kind == "vae" else "dexac-ssl-vit"
-        path = save_component(config.output, final, fmt, model_config,
-                              extra={"run_config": to_dict(config)})
+        path = save_component(
+            config.output, final, fmt, model_config, extra={"run_config": to_dict(config)}
+        )
         print(f"  wrote {path}", flush=True)
     trainer.engine.barrier()
     return 0

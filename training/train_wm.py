@@ -39,13 +39,23 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
         raise ConfigError(f"model: {exc}") from exc
     model = WorldModel(wm_config, action_mean, action_std)
     if config.model.tokenizer_checkpoint:
-        load_component(config.model.tokenizer_checkpoint, "dexac-tokenizer", model.tokenizer,
-                       wm_config.tokenizer.to_dict())
+        load_component(
+            config.model.tokenizer_checkpoint,
+            "dexac-tokenizer",
+            model.tokenizer,
+            wm_config.tokenizer.to_dict(),
+        )
     if config.model.semantic_checkpoint:
         if model.semantic_encoder is None or not hasattr(model.semantic_encoder, "ssl_vit"):
-            raise ConfigError("model.semantic_checkpoint is set but the model has no ssl-vit encoder")
-        load_component(config.model.semantic_checkpoint, "dexac-ssl-vit",
-                       model.semantic_encoder.ssl_vit, wm_config.semantic.ssl_vit.to_dict())
+            raise ConfigError(
+                "model.semantic_checkpoint is set but the model has no ssl-vit encoder"
+            )
+        load_component(
+            config.model.semantic_checkpoint,
+            "dexac-ssl-vit",
+            model.semantic_encoder.ssl_vit,
+            wm_config.semantic.ssl_vit.to_dict(),
+        )
     # pixels were encoded once by cache_latents.py: the perception parts are not trained here
     for part in (model.tokenizer, model.semantic_encoder):
         if part is not None:
@@ -62,11 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     model = build_world_model(config, stats.mean, stats.std)
     wm = model.config
     dataset = LatentWindowDataset(
-        config.data.store, config.data.split, wm.context_frames, wm.chunk_frames,
-        temporal_compression=wm.temporal_compression, stride=config.data.window_stride,
+        config.data.store,
+        config.data.split,
+        wm.context_frames,
+        wm.chunk_frames,
+        temporal_compression=wm.temporal_compression,
+        stride=config.data.window_stride,
         semantic=wm.semantic.enabled,
-        latent_shape=(wm.tokenizer.latent_channels, wm.tokenizer.resolution // 8,
-                      wm.tokenizer.resolution // 8),
+        semantic_frame=config.data.semantic_frame,
+        latent_shape=(
+            wm.tokenizer.latent_channels,
+            wm.tokenizer.resolution // 8,
+            wm.tokenizer.resolution // 8,
+        ),
     )
     run_config = {
         "run": to_dict(config),

@@ -42,8 +42,13 @@ from training.engine import LossFn, make_engine, read_latest
 KILL_ENV = "DEXAC_TRAIN_KILL_AT_STEP"
 # Config keys a resumed run may change: they touch neither the maths nor the data order.
 RESUME_MUTABLE = (
-    "trainer.progress_bar", "trainer.tensorboard", "trainer.num_workers", "trainer.log_every",
-    "trainer.log_samples", "trainer.keep_checkpoints", "trainer.checkpoint_every",
+    "trainer.progress_bar",
+    "trainer.tensorboard",
+    "trainer.num_workers",
+    "trainer.log_every",
+    "trainer.log_samples",
+    "trainer.keep_checkpoints",
+    "trainer.checkpoint_every",
     "trainer.out_dir",
 )
 AfterStep = Callable[[nn.Module, int], None]
@@ -161,18 +166,29 @@ class Trainer:
 
         accum = cfg.grad_accum_steps
         sampler = ShardedBatchSampler(
-            len(self.dataset), cfg.batch_size, rank, world, cfg.seed,
-            start=start_step * accum, stop=cfg.steps * accum,
+            len(self.dataset),
+            cfg.batch_size,
+            rank,
+            world,
+            cfg.seed,
+            start=start_step * accum,
+            stop=cfg.steps * accum,
         )
         loader = DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
             persistent_workers=False,
         )
         samples_per_step = cfg.batch_size * accum * world
         writer = self._tensorboard() if rank == 0 and cfg.tensorboard else None
         bar = tqdm(
-            total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True,
-            disable=not (rank == 0 and cfg.progress_bar), file=sys.stderr,
+            total=cfg.steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (rank == 0 and cfg.progress_bar),
+            file=sys.stderr,
         )
         metrics = open(self.metrics_path, "a") if rank == 0 else None  # noqa: SIM115
         kill_at = int(os.environ.get(KILL_ENV, "-1"))
@@ -204,9 +220,13 @@ class Trainer:
                 first_loss = loss if first_loss is None else first_loss
                 if rank == 0:
                     record = {
-                        "step": step, "loss": loss, **logs, "lr": engine.lr,
+                        "step": step,
+                        "loss": loss,
+                        **logs,
+                        "lr": engine.lr,
                         "epoch": sampler.epoch_of((step - 1) * accum),
-                        "step_s": round(t_end - t_data, 5), "data_s": round(t_step - t_data, 5),
+                        "step_s": round(t_end - t_data, 5),
+                        "data_s": round(t_step - t_data, 5),
                         "samples_per_s": samples_per_step / max(t_end - t_data, 1e-9),
                     }
                     if all_indices is not None:
@@ -216,7 +236,8 @@ class Trainer:
                     if step % cfg.log_every == 0 or step == cfg.steps:
                         recent = step_times[-cfg.log_every :]
                         bar.set_postfix(
-                            loss=f"{loss:.4f}", samples_s=f"{samples_per_step * len(recent) / sum(recent):.1f}"
+                            loss=f"{loss:.4f}",
+                            samples_s=f"{samples_per_step * len(recent) / sum(recent):.1f}",
                         )
                         if writer is not None:
                             for key, value in record.items():
@@ -247,7 +268,8 @@ class Trainer:
             "first_loss": first_loss,
             "final_loss": float(np.mean(losses[-10:])) if losses else None,
             "checkpoint": str(self.checkpoint_dir / read_latest(self.checkpoint_dir))
-            if read_latest(self.checkpoint_dir) else None,
+            if read_latest(self.checkpoint_dir)
+            else None,
             "metrics": str(self.metrics_path),
         }
         if rank == 0:
@@ -299,12 +321,14 @@ class Trainer:
 def format_summary(summary: dict[str, Any]) -> str:
     """The few lines a user reads at the end of a run."""
     loss = summary["final_loss"]
-    return "\n".join([
-        f"done: {summary['steps']} steps ({summary['engine']}, {summary['world_size']} rank(s), "
-        f"resumed at step {summary['start_step']})",
-        f"  wall {summary['wall_s']:.1f} s, {summary['samples_per_s']:.1f} samples/s",
-        f"  loss {summary['first_loss']} -> {loss if loss is None else round(loss, 5)} "
-        "(mean of the last 10 steps)",
-        f"  checkpoint {summary['checkpoint']}",
-        f"  metrics {summary['metrics']}",
-    ])
+    return "\n".join(
+        [
+            f"done: {summary['steps']} steps ({summary['engine']}, {summary['world_size']} rank(s), "
+            f"resumed at step {summary['start_step']})",
+            f"  wall {summary['wall_s']:.1f} s, {summary['samples_per_s']:.1f} samples/s",
+            f"  loss {summary['first_loss']} -> {loss if loss is None else round(loss, 5)} "
+            "(mean of the last 10 steps)",
+            f"  checkpoint {summary['checkpoint']}",
+            f"  metrics {summary['metrics']}",
+        ]
+    )

@@ -125,7 +125,9 @@ class DiTBlock(nn.Module):
         """x (B, T, N, D); the sub-layer sees modulated, flattened tokens."""
         b, t, n, d = x.shape
         h = modulate(self.norm(x), shift, scale).reshape(b, t * n, d)  # (B, L, D)
-        return x + gate * sublayer(h).reshape(b, t, n, d)  # (B, T, N, D)
+        # (1 + gate), not gate: the sub-layer's output projection starts at zero (identity at
+        # init); a zero gate on top of it would leave both with zero gradient forever.
+        return x + (1 + gate) * sublayer(h).reshape(b, t, n, d)  # (B, T, N, D)
 
     def forward(self, x, cond, shared, rope, semantic_kv=None, action_kv=None) -> torch.Tensor:
         """x (B, T, N, D) tokens per frame; cond (B, T, D) AdaLN input -> (B, T, N, D)."""
@@ -135,7 +137,7 @@ class DiTBlock(nn.Module):
         )
         if self.semantic_attn is not None:
             triple = [next(mods) for _ in range(3)]
-            if semantic_kv is not None:  # a zero gate and no context are the same; skip the work
+            if semantic_kv is not None:  # no semantic context: the branch adds nothing; skip it
                 x = self._residual(x, lambda h: self.semantic_attn(h, kv=semantic_kv), *triple)
         if self.action_attn is not None:
             triple = [next(mods) for _ in range(3)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -70,7 +71,10 @@ class FlowSampler:
         steps = num_steps or self.config.num_steps
         scale = self.config.cfg_scale if cfg_scale is None else cfg_scale
         guided = scale != 1.0
-        self.scheduler.set_timesteps(steps, device=noise.device)
+        # sigmas 1, (n-1)/n, ..., 1/n (then 0), shifted by the scheduler: diffusers' default
+        # linspace ends at sigma_min, which wastes the last network call on a no-op step
+        sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
+        self.scheduler.set_timesteps(sigmas=sigmas, device=noise.device)
         x = noise
         for timestep in self.scheduler.timesteps:
             sigma = (timestep / 1000.0).expand(x.shape[0]).to(x.dtype)  # (B,)
