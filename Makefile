@@ -42,7 +42,7 @@ default-model: venv
 	$(PY) training/cache_latents.py --store data/sim.zarr --tokenizer checkpoints/tokenizer_tiny.safetensors --semantic checkpoints/ssl_vit_tiny.safetensors --wm-size tiny
 	$(PY) training/train_wm.py --config configs/wm/tiny.yaml
 	$(PY) training/train_wm.py --config configs/wm/tiny_mlp_global.yaml
-	cp runs/wm_tiny_dexac/model.safetensors dexac_env/assets/tiny_dexac.safetensors
+	$(PY) training/export.py runs/wm_tiny_dexac --compact --output dexac_env/assets/tiny_dexac.safetensors
 	rm -rf dexac_env/assets/default_episodes.zarr
 	$(VENV)/bin/dexac sim generate --task all --episodes 10 --out dexac_env/assets/default_episodes.zarr --resolution 64 --fps 10 --workers 1 --seed 1
 	$(PY) training/evaluate_rollouts.py --checkpoint runs/wm_tiny_dexac/model.safetensors --checkpoint runs/wm_tiny_mlp_global/model.safetensors --store data/sim.zarr --split test --frames 16 --out benchmarks/results/rollout_quality.json

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -78,3 +79,33 @@ def test_config_round_trips_through_json():
         assert again == config and again.sampler.num_steps == 4
     with pytest.raises(ValueError, match="unknown world-model config keys"):
         WorldModelConfig.from_dict({"depth": 3})
+
+
+def test_compact_inference_checkpoint_is_smaller_and_predicts_the_same(tmp_path):
+    model = tiny_model("dexac")
+    wake(model)
+    cfg = model.config
+    context = latents(model, 2, cfg.context_frames)
+    actions = gap_actions(2, cfg.action_rows)
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    full = model.save_pretrained(str(tmp_path / "full.safetensors"))
+    compact = model.save_pretrained(
+        str(tmp_path / "compact.safetensors"), inference_only=True, dtype="float16"
+    )
+    assert os.path.getsize(compact) < 0.5 * os.path.getsize(full)
+    with safe_open(compact, framework="pt") as handle:
+        assert not [k for k in handle.keys() if "ssl_vit.student" in k]
+    loaded = WorldModel.from_pretrained(compact)
+    features = model.encode_semantic(frames, ["push", "lift"])
+    torch.testing.assert_close(
+        loaded.encode_semantic(frames, ["push", "lift"]).image, features.image, rtol=0, atol=2e-2
+    )
+    gen = torch.Generator()
+    torch.testing.assert_close(
+        loaded.predict(context, actions, features, gen.manual_seed(3), num_steps=3),
+        model.predict(context, actions, features, gen.manual_seed(3), num_steps=3),
+        rtol=0,
+        atol=5e-2,
+    )
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        model.save_pretrained(str(tmp_path / "x.safetensors"), dtype="int8")

@@ -27,9 +27,14 @@ from training.engine import load_fp32_state_dict, read_latest
 
 
 def export_world_model(
-    run_dir: str | Path, output: str | Path | None = None, tag: str | None = None
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    tag: str | None = None,
+    compact: bool = False,
 ) -> Path:
-    """Write the run's checkpoint ``tag`` (default: the newest) as a WorldModel file."""
+    """Write the run's checkpoint ``tag`` (default: the newest) as a WorldModel file.
+
+    ``compact``: inference-only, float16 storage (the form shipped in dexac_env/assets)."""
     from world_model import WorldModel, WorldModelConfig  # noqa: PLC0415
     from world_model.checkpoint import check_state  # noqa: PLC0415
 
@@ -59,7 +64,10 @@ def export_world_model(
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     # 3. the inference file, and how it was made
     output = Path(output) if output is not None else run_dir / "model.safetensors"
-    path = Path(model.save_pretrained(str(output)))
+    if compact:
+        path = Path(model.save_pretrained(str(output), inference_only=True, dtype="float16"))
+    else:
+        path = Path(model.save_pretrained(str(output)))
     summary_path = run_dir / "summary.json"
     record = {
         "checkpoint": str(checkpoint_dir / tag),
@@ -75,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="trainer.out_dir of a train_wm.py run")
     parser.add_argument("--tag", default=None, help="checkpoint tag (default: the newest)")
     parser.add_argument("--output", default=None, help="file (.safetensors) or directory")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="inference-only, float16 weights: about 2.5x smaller (for shipping)",
+    )
     args = parser.parse_args(argv)
-    path = export_world_model(args.run_dir, args.output, args.tag)
+    path = export_world_model(args.run_dir, args.output, args.tag, compact=args.compact)
     print(f"wrote {path}")
     return 0
 

@@ -25,17 +25,41 @@ def _file(path: str) -> str:
     return path if path.endswith(".safetensors") else os.path.join(path, FILENAME)
 
 
-def save_world_model(model, path: str) -> str:
-    """Write ``model`` to ``path`` (directory or .safetensors file); returns the file path."""
+# Tensors only the ssl-vit's self-distillation training needs; inference reads the teacher.
+TRAINING_ONLY_PREFIXES = (
+    "semantic_encoder.ssl_vit.student.",
+    "semantic_encoder.ssl_vit.student_head.",
+    "semantic_encoder.ssl_vit.teacher_head.",
+    "semantic_encoder.ssl_vit.center",
+)
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def save_world_model(model, path: str, inference_only: bool = False, dtype: str = "float32") -> str:
+    """Write ``model`` to ``path`` (directory or .safetensors file); returns the file path.
+
+    ``inference_only`` leaves out the tensors only ssl-vit training uses; ``dtype="float16"``
+    stores floating-point weights in half precision (loading casts back to the model's dtype).
+    Both exist to keep shipped checkpoints small; a compact file loads for inference only.
+    """
     from world_model import __version__
 
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     target = _file(path)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    tensors = {
-        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
-    }
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if inference_only and name.startswith(TRAINING_ONLY_PREFIXES):
+            continue
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.to(STORAGE_DTYPES[dtype])
+        tensors[name] = tensor.contiguous()
     metadata = {
         "format": FORMAT,
+        "inference_only": json.dumps(inference_only),
+        "storage_dtype": json.dumps(dtype),
         "code_version": __version__,
         "config": json.dumps(model.config.to_dict()),
         "action_mean": json.dumps(model.action_mean.tolist()),
@@ -110,9 +134,11 @@ def load_world_model(path: str, device: str | torch.device = "cpu", config=None)
         tokenizer_vae_config=metadata.get("tokenizer_vae_config"),
     )
     expected = model.state_dict()
+    if metadata.get("inference_only", False):  # the file leaves these out on purpose
+        expected = {k: v for k, v in expected.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     with safe_open(target, framework="pt", device="cpu") as handle:
         found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         check_state(expected, found, target)
         state = {name: handle.get_tensor(name) for name in handle.keys()}
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not metadata.get("inference_only", False))
     return model.to(device).eval()

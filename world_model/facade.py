@@ -274,11 +274,16 @@ class WorldModel(nn.Module):
         return loss, logs
 
     # -- checkpoints ------------------------------------------------------------------------
-    def save_pretrained(self, path: str) -> str:
-        """Write ``path`` (a directory, or a ``.safetensors`` file). Returns the file written."""
+    def save_pretrained(
+        self, path: str, inference_only: bool = False, dtype: str = "float32"
+    ) -> str:
+        """Write ``path`` (a directory, or a ``.safetensors`` file). Returns the file written.
+
+        ``inference_only`` / ``dtype="float16"``: the compact form shipped with the package
+        (world_model/checkpoint.py)."""
         from world_model.checkpoint import save_world_model
 
-        return save_world_model(self, path)
+        return save_world_model(self, path, inference_only=inference_only, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> WorldModel:
