@@ -14,6 +14,7 @@ side, with the per-frame PSNR printed. Frames are upscaled (nearest) by ``--scal
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,7 @@ def write_video(path: str, frames: np.ndarray, fps: int, scale: int) -> None:
     import imageio.v2 as imageio  # owned here: the only video writer of the env package
 
     frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     if path.endswith(".gif"):
         imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
     else:
