@@ -344,7 +344,7 @@ def load_fp32_state_dict(
     # (its own file, written by this run) hold them in full for ZeRO <= 2.
     module_states = checkpoint_dir / tag / "mp_rank_00_model_states.pt"
     if module_states.is_file():
-        module = torch.load(module_states, map_location="cpu", weights_only=False).get("module", {})
+        module = torch.load(module_states, map_location="cpu", weights_only=True).get("module", {})
         for key, value in module.items():
             if key not in state and torch.is_tensor(value) and value.numel() > 0:
                 state[key] = value.float() if value.is_floating_point() else value
