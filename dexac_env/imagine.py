@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dexac_env.actions import ACTION_DIM, LEFT_FINGERS, LEFT_WRIST, RIGHT_FINGERS, RIGHT_WRIST
+from world_model.metrics import psnr
 
 
 def register(subparsers) -> None:
@@ -51,11 +52,6 @@ def scripted_pose(start_pose: np.ndarray, frame: int) -> np.ndarray:
     pose[LEFT_FINGERS] *= curl
     pose[RIGHT_FINGERS] *= curl
     return pose
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def imagine_rollout(env: Any, steps: int, actions: str, start_pose: np.ndarray, demo: np.ndarray):
@@ -153,12 +149,13 @@ def run_imagine(args: argparse.Namespace) -> int:
         truth = simulator_frames(episode, info["frame_index"], poses, core.resolution)
         if truth is not None:
             stored = episode.read("rgb", info["frame_index"], info["frame_index"] + 1)[0]
-            print(f"imagine: simulator vs stored context frame PSNR {_psnr(truth[0], stored):.2f} dB "
+            match = psnr(truth[0], stored, max_db=np.inf)  # identical frames: inf dB
+            print(f"imagine: simulator vs stored context frame PSNR {match:.2f} dB "
                   f"(high = the simulator reproduces the episode)")
-            psnr = [_psnr(a, b) for a, b in zip(frames, truth, strict=True)]
-            for i, value in enumerate(psnr):
+            per_frame = psnr(frames, truth, max_db=np.inf)  # (T,)
+            for i, value in enumerate(per_frame):
                 print(f"frame {i:3d}  PSNR {value:6.2f} dB")
-            finite = [p for p in psnr[1:] if np.isfinite(p)]
+            finite = [p for p in per_frame[1:] if np.isfinite(p)]
             print(f"imagine: mean PSNR over imagined frames {np.mean(finite):.2f} dB")
             video = np.concatenate([frames, truth], axis=2)  # imagination | simulator
     write_video(args.out, video, int(episode.attrs.get("fps", 10)), args.scale)

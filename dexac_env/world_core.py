@@ -140,7 +140,7 @@ class WorldCore:
         self.context_frames = int(wm.context_frames)
         self.chunk_frames = int(wm.chunk_frames)
         self.action_frames = int(wm.action_frames)
-        self.temporal_compression = self.action_frames // self.chunk_frames
+        self.temporal_compression = int(wm.temporal_compression)
         self.frames_per_step = config.frames_per_step or self.temporal_compression
         if self.frames_per_step % self.temporal_compression:
             raise ValueError(
@@ -202,7 +202,6 @@ class WorldCore:
                 f"episode {name!r} has {rgb.shape[1]}x{rgb.shape[2]} frames, the world model "
                 f"expects {self.resolution}x{self.resolution}; use a store rendered at that size"
             )
-        text = str(episode.attrs.get("description") or episode.attrs.get("task") or "")
         with torch.no_grad():
             frames = torch.from_numpy(rgb).to(self.device)
             context = self.model.encode(frames[None])[0]  # (context_frames, C, h, w)
@@ -211,12 +210,12 @@ class WorldCore:
                     f"encoding {len(rgb)} frames gave {context.shape[0]} latent frames, "
                     f"expected {self.context_frames}"
                 )
-            semantic = self.model.encode_semantic(frames[-1:], [text])
+            semantic = self.model.encode_semantic(frames[-1:], [episode.task_text])
             goal = None
             if self.reward_fn.needs_goal:
                 last = torch.from_numpy(episode.read("rgb", episode.length - 1)).to(self.device)
                 goal = self.model.encode(last[None])[0, -1]  # (C, h, w)
-        entry = {"context": context, "semantic": semantic, "goal": goal, "text": text,
+        entry = {"context": context, "semantic": semantic, "goal": goal,
                  "pose": self.demo_actions(name)[stop - 1], "frame_index": stop - 1}
         self._window_cache[key] = entry
         _trim(self._window_cache)

@@ -56,6 +56,7 @@ def test_round_trip_and_windows(store):
     episode = store.episode("ep1")
     assert episode.length == 20 and episode.attrs["task"] == "push"
     assert episode.attrs["intrinsics"] == np.eye(3).tolist()
+    assert episode.task_text == "push the red box"
     with pytest.raises(StoreError, match=r"out of range .* 20 frames \(valid starts: 0\.\.4\)"):
         store.window("ep1", 5, 16)
     with pytest.raises(StoreError, match="no episode"):
@@ -163,3 +164,8 @@ def test_write_array_adds_cached_latents(store):
     np.testing.assert_array_equal(
         EpisodeStore.open(store.path).episode("ep0").read("latent", 2, 4), latent[2:4]
     )
+
+
+def test_task_text_falls_back_to_the_task_name(store):
+    store.write_episode("bare", **episode_arrays(), attrs={**ATTRS, "description": ""})
+    assert store.episode("bare").task_text == "push"

@@ -18,6 +18,7 @@ import dexac_env  # noqa: F401  (registers the envs)
 from dexac_env.actions import ACTION_DIM
 from dexac_env.replay.store import EpisodeStore
 from dexac_env.world_core import select_state
+from world_model.metrics import psnr
 
 EPISODE_LENGTH = 14
 RESOLUTION = 64
@@ -278,9 +279,8 @@ def test_first_frame_round_trip_psnr():
     obs, info = env.reset(seed=0, options={"episode": 0, "start": 0})
     stored = EpisodeStore.open(DEFAULT_STORE).episode(info["episode"]).read(
         "rgb", info["frame_index"], info["frame_index"] + 1)[0]
-    mse = np.mean((obs.astype(np.float64) - stored.astype(np.float64)) ** 2)
-    psnr = 10 * np.log10(255.0**2 / max(mse, 1e-10))
-    assert psnr >= 24.0, f"round-trip PSNR {psnr:.1f} dB < 24 dB"
+    value = float(psnr(obs, stored))
+    assert value >= 24.0, f"round-trip PSNR {value:.1f} dB < 24 dB"
 
 
 def test_imagine_command_writes_a_video(tiny_model, store_path, tmp_path, capsys):

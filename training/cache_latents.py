@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer,
             semantic,
             episode.read("rgb"),
-            str(episode.attrs.get("description") or episode.attrs.get("task") or ""),
+            episode.task_text,
             args.batch_frames,
         )
         for key, value in arrays.items():

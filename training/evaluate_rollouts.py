@@ -101,7 +101,7 @@ def evaluate(
             model,
             rgb,
             actions,
-            str(episode.attrs.get("description") or episode.attrs.get("task") or ""),
+            episode.task_text,
             frames,
             seed + index,
             num_steps,

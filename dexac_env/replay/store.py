@@ -122,6 +122,11 @@ class Episode:
         self.length = int(self.attrs["length"])
         self._arrays = dict(group.arrays())
 
+    @property
+    def task_text(self) -> str:
+        """The episode's language instruction: its description, else its task name, else ''."""
+        return str(self.attrs.get("description") or self.attrs.get("task") or "")
+
     def keys(self) -> list[str]:
         return sorted(self._arrays)
 
