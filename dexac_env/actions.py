@@ -289,13 +289,13 @@ def project_points(points_world: np.ndarray, camera: np.ndarray, intrinsics: np.
     return uv_h[..., :2], depth
 
 
-def project_keypoints(actions: np.ndarray, intrinsics: np.ndarray, width: int, height: int):
-    """2D keypoints of the 12 tracked points from actions alone (episode frame = world).
-
-    Returns (uv (T, 12, 2) float32 pixels, visible (T, 12) bool: in front and inside the image).
-    """
-    poses = actions_to_poses(actions)
-    uv, depth = project_points(poses.keypoints_3d(), poses.camera, intrinsics)
+def project_visible(
+    points_world: np.ndarray, camera: np.ndarray, intrinsics: np.ndarray, width: int, height: int
+):
+    """:func:`project_points` plus the one visibility rule of the project: in front of the
+    camera (depth > 1 mm) and inside the image (``0 <= u < width``, ``0 <= v < height``).
+    Occlusion is not modelled. Returns (uv (T, K, 2) float32 pixels, visible (T, K) bool)."""
+    uv, depth = project_points(points_world, camera, intrinsics)
     visible = (
         (depth > 1e-3)
         & (uv[..., 0] >= 0)
@@ -304,3 +304,12 @@ def project_keypoints(actions: np.ndarray, intrinsics: np.ndarray, width: int, h
         & (uv[..., 1] < height)
     )
     return uv.astype(np.float32), visible
+
+
+def project_keypoints(actions: np.ndarray, intrinsics: np.ndarray, width: int, height: int):
+    """2D keypoints of the 12 tracked points from actions alone (episode frame = world).
+
+    Returns (uv (T, 12, 2) float32 pixels, visible (T, 12) bool: in front and inside the image).
+    """
+    poses = actions_to_poses(actions)
+    return project_visible(poses.keypoints_3d(), poses.camera, intrinsics, width, height)

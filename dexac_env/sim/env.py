@@ -20,7 +20,7 @@ from dexac_env.actions import (
     actions_to_poses,
     check_actions,
     invert_se3,
-    project_points,
+    project_visible,
     rot6d_from_matrix,
     se3,
 )
@@ -32,6 +32,7 @@ from dexac_env.sim.scene import (
     HAND_SIDES,
     HEAD_REST_LOOKAT,
     HEAD_REST_POS,
+    LANDMARKS_WORLD,
 )
 from dexac_env.sim.tasks import TASK_NAMES, TaskSpec, TaskState, evaluate, sample_task
 
@@ -111,7 +112,9 @@ class DexACSimEnv(gym.Env):
     ## Info
     ``keypoints_2d`` (12, 2) float32 pixels, ``keypoints_visible`` (12,) bool (in front of the
     camera and inside the image), ``keypoints_3d`` (12, 3) float32 in the episode frame
-    (KEYPOINT_NAMES order, the reached fingertips), ``object_poses`` (N, 7) world xyz + wxyz,
+    (KEYPOINT_NAMES order, the reached fingertips), ``landmarks_2d`` (4, 2) float32 and
+    ``landmarks_visible`` (4,) bool: the static table landmarks ``scene.LANDMARK_NAMES``, whose
+    image motion is pure head motion (the head family of keypoint metrics), ``object_poses`` (N, 7) world xyz + wxyz,
     ``object_names``, ``success``, ``task``, ``task_description``, ``intrinsics`` (3, 3).
 
     ## Version History
@@ -346,15 +349,19 @@ class DexACSimEnv(gym.Env):
         image = self.physics.render()
         self._image = image
         keypoints = self.keypoints_world()
-        uv, depth = project_points(keypoints[None], self.camera_pose[None], self.intrinsics)
-        uv, depth = uv[0], depth[0]
-        visible = (depth > 1e-3) & np.all((uv >= 0) & (uv < self.resolution), axis=-1)
+        points = np.concatenate([keypoints, LANDMARKS_WORLD])[None]  # (1, 12 + L, 3)
+        uv, visible = project_visible(
+            points, self.camera_pose[None], self.intrinsics, self.resolution, self.resolution
+        )
+        uv, visible = uv[0], visible[0]
         to_episode = invert_se3(self.reference_pose)
         reward, success = evaluate(self.task_spec, self.task_state())
         poses = self.physics.object_poses()
         info = {
-            "keypoints_2d": uv.astype(np.float32),
-            "keypoints_visible": visible,
+            "keypoints_2d": uv[:NUM_KEYPOINTS],
+            "keypoints_visible": visible[:NUM_KEYPOINTS],
+            "landmarks_2d": uv[NUM_KEYPOINTS:],
+            "landmarks_visible": visible[NUM_KEYPOINTS:],
             "keypoints_3d": (keypoints @ to_episode[:3, :3].T + to_episode[:3, 3]).astype(
                 np.float32
             ),

@@ -111,7 +111,8 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
         env, np.random.default_rng(plan.policy_seed)
     )
     record: dict[str, list] = {
-        k: [] for k in ("rgb", "action", "command", "kp2", "vis", "kp3", "reward", "success")
+        k: []
+        for k in ("rgb", "action", "command", "kp2", "vis", "kp3", "lm2", "lmvis", "reward", "success")
     }
 
     def keep(obs, info, command, reward):
@@ -121,6 +122,8 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
         record["kp2"].append(info["keypoints_2d"])
         record["vis"].append(info["keypoints_visible"])
         record["kp3"].append(info["keypoints_3d"])
+        record["lm2"].append(info["landmarks_2d"])
+        record["lmvis"].append(info["landmarks_visible"])
         record["reward"].append(reward)
         record["success"].append(info["success"])
 
@@ -137,6 +140,8 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
         "keypoints_visible": np.stack(record["vis"]).astype(bool),
         "extra": {
             "keypoints_3d": np.stack(record["kp3"]).astype(np.float32),
+            "landmarks_2d": np.stack(record["lm2"]).astype(np.float32),
+            "landmarks_visible": np.stack(record["lmvis"]).astype(bool),
             "command": np.stack(record["command"]).astype(np.float32),
             "reward": np.asarray(record["reward"], dtype=np.float32),
             "success": np.asarray(record["success"], dtype=bool),

@@ -45,6 +45,17 @@ HEAD_REST_POS = np.array([0.0, -0.27, 0.36])
 HEAD_REST_LOOKAT = np.array([0.0, 0.15, 0.0])
 DEFAULT_FOVY = 70.0
 
+# Static scene landmarks for the head (camera) family of keypoint metrics: corners of the
+# table's checker texture, fixed in the world, so their image motion is pure head motion.
+# The texture ("wood", builtin checker, texrepeat 5 x 4) has 10 x 8 checks over the table top:
+# 0.12 m in x, 0.1125 m in y; corners lie at x = -0.6 + 0.12 i, y = TABLE_CENTER_Y - 0.45 +
+# 0.1125 j (checked by drawing them on 512 px renders). Two on the far edge (high contrast with
+# the background), two mid-table, spread left/right, rarely covered by the resting hands.
+LANDMARK_NAMES = ("far_left", "far_right", "mid_left", "mid_right")
+LANDMARKS_WORLD = np.array(
+    [[-0.24, 0.57, 0.0], [0.24, 0.57, 0.0], [-0.24, 0.12, 0.0], [0.24, 0.12, 0.0]]
+)  # (4, 3) metres, world frame (z = table top)
+
 
 @dataclass(frozen=True)
 class ObjectSpec:
