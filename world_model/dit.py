@@ -23,6 +23,7 @@ from world_model.conditioning import ActionConditioning
 from world_model.dit_layers import (
     AdaLNModulation,
     Attention,
+    Modulation,
     RoPE3D,
     TimestepEmbedder,
     modulate,
@@ -118,12 +119,16 @@ class DiTBlock(nn.Module):
             nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
         )
         zero_init(self.mlp[2])
-        self.sublayers = 2 + (self.semantic_attn is not None) + (self.action_attn is not None)
-        self.modulation = AdaLNModulation(dim, self.sublayers, config.adaln_lora_dim)
+        # One (shift, scale, gate) per sub-layer, in execution order (the checkpoint layout).
+        sublayers = ("self_attn",)
+        sublayers += ("semantic_attn",) if self.semantic_attn is not None else ()
+        sublayers += ("action_attn",) if self.action_attn is not None else ()
+        self.modulation = AdaLNModulation(dim, (*sublayers, "mlp"), config.adaln_lora_dim)
 
-    def _residual(self, x, sublayer, shift, scale, gate) -> torch.Tensor:
+    def _residual(self, x, sublayer, modulation: Modulation) -> torch.Tensor:
         """x (B, T, N, D); the sub-layer sees modulated, flattened tokens."""
         b, t, n, d = x.shape
+        shift, scale, gate = modulation  # (B, T, 1, D) each
         h = modulate(self.norm(x), shift, scale).reshape(b, t * n, d)  # (B, L, D)
         # (1 + gate), not gate: the sub-layer's output projection starts at zero (identity at
         # init); a zero gate on top of it would leave both with zero gradient forever.
@@ -131,18 +136,19 @@ class DiTBlock(nn.Module):
 
     def forward(self, x, cond, shared, rope, semantic_kv=None, action_kv=None) -> torch.Tensor:
         """x (B, T, N, D) tokens per frame; cond (B, T, D) AdaLN input -> (B, T, N, D)."""
-        mods = iter(self.modulation(cond, shared))
-        x = self._residual(
-            x, lambda h: self.self_attn(h, rope=rope), *(next(mods) for _ in range(3))
-        )
-        if self.semantic_attn is not None:
-            triple = [next(mods) for _ in range(3)]
-            if semantic_kv is not None:  # no semantic context: the branch adds nothing; skip it
-                x = self._residual(x, lambda h: self.semantic_attn(h, kv=semantic_kv), *triple)
+        mod = self.modulation(cond, shared)  # {sub-layer: Modulation of (B, T, 1, D)}
+        # 1. self-attention over all (t, h, w) tokens
+        x = self._residual(x, lambda h: self.self_attn(h, rope=rope), mod["self_attn"])
+        # 2. semantic cross-attention; with no semantic context the branch adds nothing: skip it
+        if self.semantic_attn is not None and semantic_kv is not None:
+            semantic = mod["semantic_attn"]
+            x = self._residual(x, lambda h: self.semantic_attn(h, kv=semantic_kv), semantic)
+        # 3. action cross-attention (DexAC local refinement)
         if self.action_attn is not None:
-            triple = [next(mods) for _ in range(3)]
-            x = self._residual(x, lambda h: self.action_attn(h, kv=action_kv), *triple)
-        return self._residual(x, self.mlp, *(next(mods) for _ in range(3)))
+            action = mod["action_attn"]
+            x = self._residual(x, lambda h: self.action_attn(h, kv=action_kv), action)
+        # 4. MLP
+        return self._residual(x, self.mlp, mod["mlp"])  # (B, T, N, D)
 
 
 class DiT(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -126,19 +127,29 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))  # (..., D)
 
 
-class AdaLNModulation(nn.Module):
-    """Conditioning embedding -> ``count`` (shift, scale, gate) triples.
+class Modulation(NamedTuple):
+    """AdaLN parameters of one sub-layer, each (B, T, 1, D): ``x * (1 + scale) + shift`` before
+    it, ``x + (1 + gate) * sublayer(...)`` after it."""
 
-    Full AdaLN is one Linear(D, 3 count D); AdaLN-LoRA (Cosmos) replaces it by a rank-``lora_dim``
-    product plus a term shared by all blocks (``shared``, computed once in the DiT). The last
-    layer is zero-initialised, so every block starts as the identity.
+    shift: torch.Tensor
+    scale: torch.Tensor
+    gate: torch.Tensor
+
+
+class AdaLNModulation(nn.Module):
+    """Conditioning embedding -> one named :class:`Modulation` per sub-layer of a block.
+
+    Full AdaLN is one Linear(D, 3 S D) for S sub-layers; AdaLN-LoRA (Cosmos) replaces it by a
+    rank-``lora_dim`` product plus a term shared by all blocks (``shared``, computed once in the
+    DiT). The last layer is zero-initialised, so every block starts as the identity. The output
+    is laid out sub-layer by sub-layer in the order of ``sublayers``, each as (shift, scale,
+    gate): checkpoints depend on that order.
     """
 
-    def __init__(self, dim: int, count: int, lora_dim: int | None) -> None:
+    def __init__(self, dim: int, sublayers: tuple[str, ...], lora_dim: int | None) -> None:
         super().__init__()
-        self.count = count
-        self.dim = dim
-        out = 3 * count * dim
+        self.sublayers = sublayers
+        out = 3 * len(sublayers) * dim
         if lora_dim:
             self.proj = nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False))
             self.up = zero_init(nn.Linear(lora_dim, out, bias=False))
@@ -146,12 +157,16 @@ class AdaLNModulation(nn.Module):
             self.proj = nn.SiLU()
             self.up = zero_init(nn.Linear(dim, out))
 
-    def forward(self, cond: torch.Tensor, shared: torch.Tensor | None) -> list[torch.Tensor]:
-        """(B, T, D) -> list of 3 count tensors (B, T, 1, D) (shift, scale, gate, shift, ...)."""
-        mod = self.up(self.proj(cond))  # (B, T, 3 count D)
+    def forward(self, cond: torch.Tensor, shared: torch.Tensor | None) -> dict[str, Modulation]:
+        """cond (B, T, D), shared (B, T, 3 D) or None -> {sub-layer name: Modulation}."""
+        mod = self.up(self.proj(cond))  # (B, T, 3 S D)
         if shared is not None:
-            mod = mod + shared.repeat(1, 1, self.count)
-        return [m.unsqueeze(2) for m in mod.chunk(3 * self.count, dim=-1)]
+            mod = mod + shared.repeat(1, 1, len(self.sublayers))
+        per_sublayer = mod.unsqueeze(2).chunk(len(self.sublayers), dim=-1)  # S x (B, T, 1, 3 D)
+        return {
+            name: Modulation(*triple.chunk(3, dim=-1))  # 3 x (B, T, 1, D)
+            for name, triple in zip(self.sublayers, per_sublayer, strict=True)
+        }
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
