@@ -16,7 +16,7 @@ from tests.wm_helpers import (
     wake,
 )
 from world_model import WorldModelConfig
-from world_model.conditioning import ActionConditioner, ConditioningConfig
+from world_model.conditioning import ConditioningConfig, build_conditioner
 from world_model.dit import DIT_SIZES, DiT
 
 
@@ -62,7 +62,7 @@ def test_conditioning_outputs_per_variant():
         "frame_adaln": ("frame_emb",),
     }
     for variant, present in expected.items():
-        conditioner = ActionConditioner(
+        conditioner = build_conditioner(
             ConditioningConfig(variant=variant, token_dim=32), 9, 48, 4, np.zeros(57), np.ones(57)
         )
         out = conditioner(torch.randn(2, 9, 57))
@@ -72,7 +72,7 @@ def test_conditioning_outputs_per_variant():
             assert (value is not None) == (field in present), (variant, field)
             if value is not None:
                 assert value.shape == shape
-    grouped = ActionConditioner(
+    grouped = build_conditioner(
         ConditioningConfig(temporal_encoder="family", token_dim=32),
         9,
         48,
@@ -250,7 +250,7 @@ def test_paper_2b_parameter_count_is_within_ten_percent_of_2b():
             dit = DiT(
                 config.dit, 16, 1024 if conditioning.uses_local else None, semantic_dims=(1024, 384)
             )
-            conditioner = ActionConditioner(
+            conditioner = build_conditioner(
                 conditioning, config.action_rows, 2048, 4, np.zeros(57), np.ones(57)
             )
         counts[variant] = sum(p.numel() for m in (dit, conditioner) for p in m.parameters())

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 from world_model import WorldModel, WorldModelConfig
+from world_model.conditioning import VARIANTS as CONDITIONERS
 from world_model.semantic import SemanticFeatures
 
-VARIANTS = ("dexac", "dexac_no_local", "dexac_no_global", "mlp_global", "frame_adaln")
+VARIANTS = tuple(CONDITIONERS)  # every registered variant: a new one is tested without edits here
 # The paper's scale gap: head/wrist positions vary over ~1e0 variance, fingertips (in their
 # wrist's frame) over ~1e-5.
 GAP_STD = np.array([1.0] * 9 + [0.5] * 18 + [3e-3] * 30)

@@ -27,6 +27,7 @@ function with or without actions; classifier-free guidance uses a learned "no ac
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,15 +35,13 @@ from torch import nn
 
 from world_model.action_tokenizer import ACTION_DIM, ActionNormalizer, ActionTokenizer
 
-VARIANTS = ("dexac", "dexac_no_local", "dexac_no_global", "mlp_global", "frame_adaln")
-
 
 @dataclass(frozen=True)
 class ConditioningConfig:
     """How actions enter the world model.
 
     Attributes:
-        variant: one of VARIANTS.
+        variant: a key of VARIANTS.
         gain: constant multiplying normalised actions (DexAC's per-dimension z-score gain).
         token_dim: width C of the action tokens.
         temporal_encoder: "shared" (one MLP for all dimensions) or "family" (one per family).
@@ -65,7 +64,7 @@ class ConditioningConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(
-                f"conditioning variant must be one of {VARIANTS}, got {self.variant!r}"
+                f"conditioning variant must be one of {tuple(VARIANTS)}, got {self.variant!r}"
             )
         if self.baseline_normalisation not in ("none", "per_dim"):
             raise ValueError(
@@ -81,7 +80,7 @@ class ConditioningConfig:
     @property
     def uses_local(self) -> bool:
         """Whether the DiT gets per-block action cross-attention."""
-        return self.variant in ("dexac", "dexac_no_global")
+        return VARIANTS[self.variant].uses_local
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,7 +125,11 @@ class GlobalActionQuery(nn.Module):
 
 
 class ActionConditioner(nn.Module):
-    """Raw action chunk -> :class:`ActionConditioning` for the configured variant.
+    """Base of every variant: raw action chunk -> :class:`ActionConditioning`.
+
+    A variant subclasses it, creates its layers in :meth:`build` and maps actions in
+    :meth:`condition`; :data:`VARIANTS` names it. Layers are attributes of the conditioner itself
+    (``conditioner.mlp``, ``conditioner.tokenizer``, ...): checkpoints depend on those names.
 
     Args:
         config: the conditioning config.
@@ -135,6 +138,8 @@ class ActionConditioner(nn.Module):
         chunk_frames: F, latent frames predicted per chunk.
         action_mean, action_std: (57,) data-set statistics in raw units.
     """
+
+    uses_local: ClassVar[bool] = False  # whether the DiT gets per-block action cross-attention
 
     def __init__(
         self,
@@ -150,36 +155,19 @@ class ActionConditioner(nn.Module):
         self.num_rows = num_rows
         self.chunk_frames = chunk_frames
         self.normalizer = ActionNormalizer(action_mean, action_std, gain=config.gain)
-        variant = config.variant
         if (num_rows - 1) % chunk_frames:
             raise ValueError(
                 f"action rows - 1 ({num_rows - 1}) must be a multiple of chunk_frames ({chunk_frames})"
             )
-        if variant.startswith("dexac"):
-            self.tokenizer = ActionTokenizer(num_rows, config.token_dim, config.temporal_encoder)
-            self.null_tokens = nn.Parameter(torch.zeros(ACTION_DIM, config.token_dim))
-            if variant != "dexac_no_global":
-                self.global_query = GlobalActionQuery(
-                    config.token_dim, hidden_dim, config.global_heads
-                )
-        elif variant == "mlp_global":
-            self.mlp = nn.Sequential(
-                nn.Linear(num_rows * ACTION_DIM, hidden_dim),
-                nn.SiLU(),
-                _zero_linear(hidden_dim, hidden_dim),
-            )
-        else:  # frame_adaln: each latent frame sees its own rows plus the pose it starts from
-            rows_per_frame = (num_rows - 1) // chunk_frames + 1
-            self.frame_mlp = nn.Sequential(
-                nn.Linear(rows_per_frame * ACTION_DIM, hidden_dim),
-                nn.SiLU(),
-                _zero_linear(hidden_dim, hidden_dim),
-            )
+        self.build(hidden_dim)
 
-    def _baseline_input(self, actions: torch.Tensor) -> torch.Tensor:
-        if self.config.baseline_normalisation == "per_dim":
-            return self.normalizer(actions)
-        return self.config.gain * actions
+    def build(self, hidden_dim: int) -> None:
+        """Create the variant's layers (D = ``hidden_dim``)."""
+        raise NotImplementedError
+
+    def condition(self, actions: torch.Tensor, keep: torch.Tensor | None) -> ActionConditioning:
+        """actions (B, 1 + A, 57) raw; keep (B, 1, 1): 1 = use the actions, 0 = "no action"."""
+        raise NotImplementedError
 
     def forward(
         self, actions: torch.Tensor, drop: torch.Tensor | None = None
@@ -194,26 +182,113 @@ class ActionConditioner(nn.Module):
                 f"action chunk must have shape (B, {self.num_rows}, {ACTION_DIM}), got {tuple(actions.shape)}"
             )
         keep = None if drop is None else (~drop).to(actions.dtype)[:, None, None]  # (B, 1, 1)
-        variant = self.config.variant
-        if variant.startswith("dexac"):
-            # 1. structured tokens; dropped samples get the learned null tokens
-            tokens = self.tokenizer(self.normalizer(actions))  # (B, 57, C)
-            if keep is not None:
-                tokens = keep * tokens + (1 - keep) * self.null_tokens  # (B, 57, C)
-            # 2. global summary for AdaLN
-            global_emb = (
-                self.global_query(tokens) if hasattr(self, "global_query") else None
-            )  # (B, D)
-            return ActionConditioning(
-                tokens=None if variant == "dexac_no_local" else tokens, global_emb=global_emb
-            )
-        values = self._baseline_input(actions)  # (B, 1 + A, 57)
+        return self.condition(actions, keep)
+
+
+class DexACConditioner(ActionConditioner):
+    """DexAC: structured per-dimension tokens for the local cross-attention, and their global
+    query-attention summary for AdaLN. "No action" is a learned set of null tokens."""
+
+    uses_local = True
+    uses_global: ClassVar[bool] = True
+
+    def build(self, hidden_dim: int) -> None:
+        config = self.config
+        self.tokenizer = ActionTokenizer(self.num_rows, config.token_dim, config.temporal_encoder)
+        self.null_tokens = nn.Parameter(torch.zeros(ACTION_DIM, config.token_dim))
+        if self.uses_global:
+            self.global_query = GlobalActionQuery(config.token_dim, hidden_dim, config.global_heads)
+
+    def condition(self, actions: torch.Tensor, keep: torch.Tensor | None) -> ActionConditioning:
+        # 1. structured tokens; dropped samples get the learned null tokens
+        tokens = self.tokenizer(self.normalizer(actions))  # (B, 57, C)
         if keep is not None:
-            values = keep * values
-        if variant == "mlp_global":
-            return ActionConditioning(global_emb=self.mlp(values.flatten(1)))  # (B, D)
-        # frame_adaln: rows [k * r, (k + 1) * r] for latent frame k (r = rows per latent frame)
+            tokens = keep * tokens + (1 - keep) * self.null_tokens  # (B, 57, C)
+        # 2. global summary for AdaLN
+        global_emb = self.global_query(tokens) if self.uses_global else None  # (B, D)
+        return ActionConditioning(tokens=tokens if self.uses_local else None, global_emb=global_emb)
+
+
+class DexACNoLocalConditioner(DexACConditioner):
+    """Ablation "without local attention": DexAC's tokens reach the DiT only through the global
+    summary."""
+
+    uses_local = False
+
+
+class DexACNoGlobalConditioner(DexACConditioner):
+    """Ablation "without global attention": tokens for the local cross-attention only."""
+
+    uses_global = False
+
+
+class BaselineConditioner(ActionConditioner):
+    """Base of the baselines: they see raw units times ``gain`` (as the Cosmos base and IRASim
+    feed actions) or DexAC's z-score (``baseline_normalisation="per_dim"``); "no action" = 0."""
+
+    def baseline_input(self, actions: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1 + A, 57) raw -> what the baseline's MLP reads, same shape."""
+        if self.config.baseline_normalisation == "per_dim":
+            values = self.normalizer(actions)
+        else:
+            values = self.config.gain * actions
+        return values if keep is None else keep * values
+
+
+def _mlp(in_features: int, hidden_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_dim), nn.SiLU(), _zero_linear(hidden_dim, hidden_dim)
+    )
+
+
+class MLPGlobalConditioner(BaselineConditioner):
+    """The Cosmos base ("MLP action embed"): MLP(flatten(chunk)) added to the timestep
+    embedding."""
+
+    def build(self, hidden_dim: int) -> None:
+        self.mlp = _mlp(self.num_rows * ACTION_DIM, hidden_dim)
+
+    def condition(self, actions: torch.Tensor, keep: torch.Tensor | None) -> ActionConditioning:
+        values = self.baseline_input(actions, keep)  # (B, 1 + A, 57)
+        return ActionConditioning(global_emb=self.mlp(values.flatten(1)))  # (B, D)
+
+
+class FrameAdaLNConditioner(BaselineConditioner):
+    """IRASim-style: each latent frame's AdaLN sees its own rows plus the pose it starts from."""
+
+    def build(self, hidden_dim: int) -> None:
+        rows_per_frame = (self.num_rows - 1) // self.chunk_frames + 1
+        self.frame_mlp = _mlp(rows_per_frame * ACTION_DIM, hidden_dim)
+
+    def condition(self, actions: torch.Tensor, keep: torch.Tensor | None) -> ActionConditioning:
+        values = self.baseline_input(actions, keep)  # (B, 1 + A, 57)
+        # rows [k * r, (k + 1) * r] for latent frame k (r = rows per latent frame)
         step = (self.num_rows - 1) // self.chunk_frames
         windows = values.unfold(1, step + 1, step)  # (B, F, 57, r + 1)
         frame_emb = self.frame_mlp(windows.transpose(2, 3).flatten(2))  # (B, F, D)
         return ActionConditioning(frame_emb=frame_emb)
+
+
+# The variant registry: config.variant -> conditioner class. A new variant is a class here and
+# one entry below; nothing else dispatches on the name.
+VARIANTS: dict[str, type[ActionConditioner]] = {
+    "dexac": DexACConditioner,
+    "dexac_no_local": DexACNoLocalConditioner,
+    "dexac_no_global": DexACNoGlobalConditioner,
+    "mlp_global": MLPGlobalConditioner,
+    "frame_adaln": FrameAdaLNConditioner,
+}
+
+
+def build_conditioner(
+    config: ConditioningConfig,
+    num_rows: int,
+    hidden_dim: int,
+    chunk_frames: int,
+    action_mean: np.ndarray,
+    action_std: np.ndarray,
+) -> ActionConditioner:
+    """The conditioner of ``config.variant`` (arguments as :class:`ActionConditioner`)."""
+    return VARIANTS[config.variant](
+        config, num_rows, hidden_dim, chunk_frames, action_mean, action_std
+    )

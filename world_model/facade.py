@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from world_model.conditioning import ActionConditioner
+from world_model.conditioning import build_conditioner
 from world_model.config import WorldModelConfig
 from world_model.dit import DiT, DiTContext
 from world_model.flow import FlowMatching
@@ -58,7 +58,7 @@ class WorldModel(nn.Module):
         self.semantic_encoder = (
             SemanticEncoder(config.semantic) if config.semantic.enabled else None
         )
-        self.conditioner = ActionConditioner(
+        self.conditioner = build_conditioner(
             config.conditioning,
             num_rows=config.action_rows,
             hidden_dim=config.dit.hidden_dim,
