@@ -280,15 +280,7 @@ VARIANTS: dict[str, type[ActionConditioner]] = {
 }
 
 
-def build_conditioner(
-    config: ConditioningConfig,
-    num_rows: int,
-    hidden_dim: int,
-    chunk_frames: int,
-    action_mean: np.ndarray,
-    action_std: np.ndarray,
-) -> ActionConditioner:
-    """The conditioner of ``config.variant`` (arguments as :class:`ActionConditioner`)."""
-    return VARIANTS[config.variant](
-        config, num_rows, hidden_dim, chunk_frames, action_mean, action_std
-    )
+def build_conditioner(config: ConditioningConfig, *args, **kwargs) -> ActionConditioner:
+    """The conditioner of ``config.variant``; the other arguments are :class:`ActionConditioner`'s
+    (num_rows, hidden_dim, chunk_frames, action_mean, action_std)."""
+    return VARIANTS[config.variant](config, *args, **kwargs)
