@@ -22,7 +22,7 @@ from world_model.config import WorldModelConfig
 from world_model.dit import DiT, DiTContext
 from world_model.flow import FlowMatching
 from world_model.reward_head import RewardHead
-from world_model.sampler import FlowSampler
+from world_model.sampler import FlowSampler, VelocityFn
 from world_model.semantic import SemanticEncoder, SemanticFeatures
 from world_model.tokenizer import VideoTokenizer
 
@@ -195,7 +195,24 @@ class WorldModel(nn.Module):
         scale = cfg.sampler.cfg_scale if cfg_scale is None else cfg_scale
         # 1. everything constant over the sampler steps, computed once
         semantic_kv = self._semantic_kv(semantic, use_cache=not torch.is_grad_enabled())
-        if scale != 1.0:  # conditional and unconditional halves in one batch
+        velocity_fn = self._guided_velocity_fn(context_latents, action_chunk, semantic_kv, scale)
+        # 2. integrate from noise
+        noise = self._noise((b, cfg.chunk_frames, c, h, w), generator)
+        return self.sampler.sample(velocity_fn, noise, num_steps=num_steps)
+
+    def _guided_velocity_fn(
+        self, context_latents, action_chunk, semantic_kv, scale: float
+    ) -> VelocityFn:
+        """The velocity of the noisy chunk given the clean context, with classifier-free
+        guidance on actions when ``scale != 1``: ``v_uncond + scale (v_cond - v_uncond)``, both
+        halves in one batched network call ("uncond" = the conditioner's learned "no action").
+
+        This is the only place guidance lives; the sampler just integrates what it returns.
+        """
+        cfg = self.config
+        guided = scale != 1.0
+        if guided:  # conditional and unconditional halves in one batch
+            b = context_latents.shape[0]
             drop = torch.arange(2 * b, device=self.device) >= b
             context = self._context(action_chunk.repeat(2, 1, 1), drop, _repeat_kv(semantic_kv, 2))
             clean = context_latents.repeat(2, 1, 1, 1, 1)
@@ -203,17 +220,17 @@ class WorldModel(nn.Module):
             context = self._context(action_chunk, None, semantic_kv)
             clean = context_latents
 
-        # 2. velocity of the noisy chunk given the clean context
-        def velocity_fn(noisy: torch.Tensor, sigma: torch.Tensor, guided: bool):
+        def velocity_fn(noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if guided:
                 noisy, sigma = noisy.repeat(2, 1, 1, 1, 1), sigma.repeat(2)
             frames = torch.cat([clean, noisy], dim=1)  # (B', T, C, h, w)
             velocity = self.dit(frames, sigma, context, cfg.context_frames)[:, cfg.context_frames :]
-            return velocity.chunk(2) if guided else velocity
+            if not guided:
+                return velocity  # (B, F, C, h, w)
+            conditional, unconditional = velocity.chunk(2)  # (B, F, C, h, w) each
+            return unconditional + scale * (conditional - unconditional)
 
-        # 3. integrate from noise
-        noise = self._noise((b, cfg.chunk_frames, c, h, w), generator)
-        return self.sampler.sample(velocity_fn, noise, num_steps=num_steps, cfg_scale=scale)
+        return velocity_fn
 
     def reward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, T, C, h, w) -> (reward (B, T), success_logit (B, T))."""

@@ -1,5 +1,6 @@
-"""Flow-matching sampler: Euler steps from noise to latents, with optional classifier-free
-guidance on actions. Holds no network: it is given a velocity function.
+"""Flow-matching sampler: Euler steps from noise to latents. Holds no network and knows no
+conditioning: it is given a velocity function (classifier-free guidance, when on, is inside
+that function: ``WorldModel.predict`` builds it).
 
 It drives diffusers' ``FlowMatchEulerDiscreteScheduler`` (same sigma convention as flow.py:
 ``x_sigma = (1 - sigma) x0 + sigma e``, velocity ``e - x0``), so its time shift and step
@@ -23,8 +24,9 @@ class SamplerConfig:
     Attributes:
         num_steps: Euler steps per chunk (the paper's base model: 35; distilled: 4).
         shift: time shift of the step schedule (1 = uniform in sigma).
-        cfg_scale: guidance on actions; 1 = off (one network call per step), s > 1 uses
-            ``v_uncond + s (v_cond - v_uncond)`` (needs a model trained with action dropout).
+        cfg_scale: default guidance on actions of ``WorldModel.predict``; 1 = off (one network
+            call per step), s > 1 uses ``v_uncond + s (v_cond - v_uncond)`` (needs a model
+            trained with action dropout). The sampler itself does not read it.
     """
 
     num_steps: int = 35
@@ -45,11 +47,8 @@ class SamplerConfig:
         return cls(**values)
 
 
-# velocity_fn(noisy (B, ...), sigma (B,), guided: bool) -> (B, ...) or, when guided, the pair
-# (conditional, unconditional) computed in one batched call.
-VelocityFn = Callable[
-    [torch.Tensor, torch.Tensor, bool], torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-]
+# velocity_fn(noisy (B, ...), sigma (B,)) -> velocity (B, ...)
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class FlowSampler:
@@ -61,16 +60,10 @@ class FlowSampler:
 
     @torch.no_grad()
     def sample(
-        self,
-        velocity_fn: VelocityFn,
-        noise: torch.Tensor,
-        num_steps: int | None = None,
-        cfg_scale: float | None = None,
+        self, velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int | None = None
     ) -> torch.Tensor:
         """Integrate from ``noise`` (B, ...) at sigma = 1 to sigma = 0. Deterministic."""
         steps = num_steps or self.config.num_steps
-        scale = self.config.cfg_scale if cfg_scale is None else cfg_scale
-        guided = scale != 1.0
         # sigmas 1, (n-1)/n, ..., 1/n (then 0), shifted by the scheduler: diffusers' default
         # linspace ends at sigma_min, which wastes the last network call on a no-op step
         sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
@@ -78,9 +71,5 @@ class FlowSampler:
         x = noise
         for timestep in self.scheduler.timesteps:
             sigma = (timestep / 1000.0).expand(x.shape[0]).to(x.dtype)  # (B,)
-            velocity = velocity_fn(x, sigma, guided)
-            if guided:
-                conditional, unconditional = velocity
-                velocity = unconditional + scale * (conditional - unconditional)
-            x = self.scheduler.step(velocity, timestep, x, return_dict=False)[0]
+            x = self.scheduler.step(velocity_fn(x, sigma), timestep, x, return_dict=False)[0]
         return x
