@@ -13,7 +13,7 @@ from gymnasium import spaces
 from dexac_env.actions import ACTION_DIM
 from dexac_env.rewards import RewardInput, check_reward_output, make_reward
 from dexac_env.world_core import OBS_MODES, action_bounds, load_world_model, open_store
-from dexac_env.world_env import validate_action
+from dexac_env.world_env import render_fps, validate_action
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class DexACReplayEnv(gym.Env):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # set from the store's fps
 
     def __init__(self, **kwargs: Any):
         self.config = ReplayEnvConfig.from_kwargs(**kwargs)
@@ -124,6 +124,7 @@ class DexACReplayEnv(gym.Env):
         first = self.store.episode(names[0])
         self.resolution = tuple(first.read("rgb", 0, 1).shape[1:3])
         self.render_mode = self.config.render_mode
+        self.metadata = {**self.metadata, "render_fps": render_fps(self.store, self.config.frames_per_step)}
         low, high = action_bounds()
         self.action_space = spaces.Box(low, high, dtype=np.float32)
         image = spaces.Box(0, 255, (*self.resolution, 3), dtype=np.uint8)
@@ -155,7 +156,8 @@ class DexACReplayEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         nxt = min(self._index + self.config.frames_per_step, self._episode.length - 1)
-        return {"episode": self._episode.name, "frame_index": self._index,
+        # `info["episode"]` is reserved for episode statistics (RecordEpisodeStatistics, Monitor)
+        return {"episode_name": self._episode.name, "frame_index": self._index,
                 "demo_action": self._actions[nxt].astype(np.float32)}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

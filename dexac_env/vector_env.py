@@ -27,7 +27,7 @@ from dexac_env.world_core import (
     load_world_model,
     open_store,
 )
-from dexac_env.world_env import observation_space, validate_action
+from dexac_env.world_env import observation_space, render_fps, validate_action
 
 
 def per_env_options(options: dict | None, num_envs: int) -> list[dict]:
@@ -55,7 +55,7 @@ class DexACWorldVectorEnv(VectorEnv):
 
     metadata = {
         "render_modes": ["rgb_array"],
-        "render_fps": 30,
+        "render_fps": 10,  # set from the store's fps
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
@@ -71,6 +71,8 @@ class DexACWorldVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.single_observation_space = observation_space(self.core)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+        fps = render_fps(self.core.store, self.core.frames_per_step)
+        self.metadata = {**self.metadata, "render_fps": fps}
         self._elapsed = np.zeros(num_envs, dtype=np.int64)
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._has_reset = False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from dexac_env.actions import ACTION_DIM, check_actions
@@ -19,6 +21,19 @@ from dexac_env.world_core import (
 )
 
 
+def _one_torch_thread_after_fork() -> None:
+    """A forked child must not enter the OpenMP pool its parent started (GNU OpenMP is not
+    fork-safe: ``gym.make_vec(..., vectorization_mode="async")`` builds one env in the parent,
+    then forks workers that wait forever in ``gomp_team_barrier_wait_end``). With one thread torch
+    runs serially and never touches that pool; it is what torch's DataLoader workers do too, and
+    the right count when every worker is its own process. Spawn/forkserver children are fresh
+    interpreters and keep torch's default."""
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
+
+
 def validate_action(action: Any, batch: int | None = None) -> np.ndarray:
     """Check one action (57,) or a batch (batch, 57): real finite numbers. Returns float64."""
     expected = (ACTION_DIM,) if batch is None else (batch, ACTION_DIM)
@@ -28,6 +43,14 @@ def validate_action(action: Any, batch: int | None = None) -> np.ndarray:
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"action must be real numbers (float32), got dtype {array.dtype}")
     return check_actions(array, "action").astype(np.float64)
+
+
+def render_fps(store: Any, frames_per_step: int = 1) -> float:
+    """Steps per second that play an episode at its recorded speed (the store's ``fps`` attribute
+    of its first episode; one step covers ``frames_per_step`` frames)."""
+    names = store.episode_names()
+    fps = float(store.episode(names[0]).attrs.get("fps", 10)) if names else 10.0
+    return fps / frames_per_step
 
 
 def observation_space(core: WorldCore) -> spaces.Space:
@@ -65,8 +88,11 @@ class DexACWorldEnv(gym.Env):
     ## Observation Space
 
     `obs_mode="rgb"`: the newest frame, uint8 `(H, W, 3)`. `"latent"`: the newest normalised
-    latent frame, float32 `(C, h, w)` (no decoding). `"dict"`: `{"image": (H, W, 3) uint8,
-    "proprio": (57,) float32}` where proprio is the current commanded pose.
+    latent frame, float32 `(C, h, w)`, channel-first (no decoding); it is a feature map, not an
+    image: SB3's `check_env` warns that it looks like one, use `MlpPolicy` (which flattens it),
+    or a custom features extractor with `normalize_images=False` (`CnnPolicy`'s NatureCNN needs
+    36x36 pixels). `"dict"`: `{"image": (H, W, 3) uint8, "proprio": (57,) float32}` where
+    proprio is the current commanded pose.
 
     ## Rewards
 
@@ -96,12 +122,18 @@ class DexACWorldEnv(gym.Env):
     `checkpoint` may be a `WorldModel` instance or a `.safetensors` path; `store` a path or an
     `EpisodeStore`. None means the shipped defaults (`dexac_env.defaults`).
 
+    ## Rendering
+
+    `render_mode="rgb_array"` returns the newest frame; `metadata["render_fps"]` is the store's
+    frame rate divided by `frames_per_step`, so recorded videos play at the recorded speed.
+    Gymnasium's `RecordVideo` and `ResizeObservation` need `pip install dexac-world[video]`.
+
     ## Version History
 
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # set from the store's fps
 
     def __init__(self, **kwargs: Any):
         self.config = WorldEnvConfig.from_kwargs(**kwargs)
@@ -111,6 +143,8 @@ class DexACWorldEnv(gym.Env):
         low, high = action_bounds()
         self.action_space = spaces.Box(low, high, dtype=np.float32)
         self.observation_space = observation_space(self.core)
+        fps = render_fps(self.core.store, self.core.frames_per_step)
+        self.metadata = {**self.metadata, "render_fps": fps}
         self._has_reset = False
 
     @property
@@ -125,7 +159,8 @@ class DexACWorldEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         name, start = self.core.episodes[0]
-        return {"episode": name, "start": start, "frame_index": int(self.core.frame_index[0])}
+        # `info["episode"]` is reserved for episode statistics (RecordEpisodeStatistics, Monitor)
+        return {"episode_name": name, "start": start, "frame_index": int(self.core.frame_index[0])}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -24,7 +24,14 @@ from dexac_env.actions import (
     rot6d_from_matrix,
     se3,
 )
-from dexac_env.sim.hand import POSTURES, default_geometry, forward_kinematics, solve_ik
+from dexac_env.sim.hand import (
+    MAX_WRIST_SPEED,
+    POSTURES,
+    default_geometry,
+    forward_kinematics,
+    reachable_wrist,
+    solve_ik,
+)
 from dexac_env.sim.physics import SimPhysics
 from dexac_env.sim.scene import (
     COLOR_SPLITS,
@@ -42,6 +49,14 @@ WRIST_SLICES = {"left": LEFT_WRIST, "right": RIGHT_WRIST}
 _LOW = np.concatenate([[-0.5] * 3, [-1.0] * 6, ([-1.0] * 3 + [-1.0] * 6) * 2, [-0.25] * 30])
 ACTION_LOW = _LOW.astype(np.float32)
 ACTION_HIGH = -ACTION_LOW
+MAX_OBJECTS = 5  # the most objects a task layout holds (tasks.py; tested)
+
+
+def pad_rows(rows: np.ndarray, count: int) -> np.ndarray:
+    """(N, D) -> (count, D), the rows after N filled with NaN."""
+    padded = np.full((count, rows.shape[1]), np.nan)
+    padded[: len(rows)] = rows
+    return padded
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -85,7 +100,10 @@ class DexACSimEnv(gym.Env):
     layout and frames of ``dexac_env.actions`` (head and wrists in the episode frame = the first
     camera pose; fingertips in their wrist frame). Values outside the box are clipped; finger
     joint angles are solved from the fingertip targets within joint limits (unreachable targets
-    give the closest reachable pose). Wrong shape, NaN/inf or non-numeric actions raise ValueError.
+    give the closest reachable pose). A wrist moves at most ``MAX_WRIST_SPEED`` (1 m/s) towards
+    its target and stays ``WRIST_MIN_Z`` above the table (``hand.reachable_wrist``), so any action
+    in the box keeps the scene physical. Wrong shape, NaN/inf or non-numeric actions raise
+    ValueError.
 
     ## Observation Space
     ``Dict(image=Box(0, 255, (H, W, 3), uint8), proprio=Box(-b, b, (57,), float32))``: the
@@ -114,8 +132,11 @@ class DexACSimEnv(gym.Env):
     camera and inside the image), ``keypoints_3d`` (12, 3) float32 in the episode frame
     (KEYPOINT_NAMES order, the reached fingertips), ``landmarks_2d`` (4, 2) float32 and
     ``landmarks_visible`` (4,) bool: the static table landmarks ``scene.LANDMARK_NAMES``, whose
-    image motion is pure head motion (the head family of keypoint metrics), ``object_poses`` (N, 7) world xyz + wxyz,
-    ``object_names``, ``success``, ``task``, ``task_description``, ``intrinsics`` (3, 3).
+    image motion is pure head motion (the head family of keypoint metrics), ``object_poses``
+    (MAX_OBJECTS, 7) world xyz + wxyz, the first ``object_count`` rows real and the rest NaN (one
+    shape for every layout, so vector envs can stack infos), ``object_names``, ``physics_reset``
+    (True when the solver failed this step and the objects went back to their state before it),
+    ``success``, ``task``, ``task_description``, ``intrinsics`` (3, 3).
 
     ## Version History
     * v0: initial version.
@@ -216,15 +237,24 @@ class DexACSimEnv(gym.Env):
         start = self._mocap_targets()
         self.camera_pose = poses.camera[0]
         for side, wrist in (("left", poses.left_wrist[0]), ("right", poses.right_wrist[0])):
-            # 2. fingers: analytic IK from the wrist-frame fingertip targets
+            # 2. fingers: analytic IK from the wrist-frame fingertip targets; the wrist as far
+            # as MAX_WRIST_SPEED allows, above the table
             angles = solve_ik(self.geometry, action[FINGER_SLICES[side]].reshape(5, 3), side)
+            wrist = reachable_wrist(self.hands[side].wrist, wrist, MAX_WRIST_SPEED / self.fps)
             self.hands[side] = HandState(
                 wrist, angles, forward_kinematics(self.geometry, angles, side).tips
             )
-        # 3. physics while the kinematic bodies move to the new pose
-        self.physics.advance(start, self._mocap_targets(), 1.0 / self.fps)
+        # 3. physics while the kinematic bodies move to the new pose; back to the state before
+        # the step (objects at rest) if the solver failed anyway
+        before, warnings = self.physics.get_state(), self.physics.bad_acceleration_count()
+        end = self._mocap_targets()
+        self.physics.advance(start, end, 1.0 / self.fps)
+        physics_reset = self.physics.unstable(warnings)
+        if physics_reset:
+            self.physics.recover(before, end)
         self.steps += 1
         observation, info = self._observe()
+        info["physics_reset"] = physics_reset
         reward = float(info.pop("reward"))
         terminated = bool(self.terminate_on_success and info["success"])
         return observation, reward, terminated, False, info
@@ -365,8 +395,10 @@ class DexACSimEnv(gym.Env):
             "keypoints_3d": (keypoints @ to_episode[:3, :3].T + to_episode[:3, 3]).astype(
                 np.float32
             ),
-            "object_poses": poses,
+            "object_poses": pad_rows(poses, MAX_OBJECTS),
+            "object_count": len(poses),
             "object_names": [o.name for o in self.task_spec.layout.objects],
+            "physics_reset": False,
             "success": bool(success),
             "reward": float(reward),
             "task": self.task,

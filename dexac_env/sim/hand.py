@@ -243,3 +243,26 @@ POSTURES: dict[str, np.ndarray] = {
         [[-0.3, 0.9, 1.1], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6]]
     ),
 }
+
+
+
+# The simulator keeps the hands physical under any action in its space: a wrist moves at most
+# MAX_WRIST_SPEED (m/s) and stays WRIST_MIN_Z above the table top (world z = 0, scene.py). The
+# scripted experts and play policy move at <= 0.4 m/s with wrists >= 0.038 m, so neither limit
+# changes them. Fingers may still dip into the table as the experts' do (the hands do not
+# collide with it); what blew the solver up was a whole hand thrown through the objects.
+MAX_WRIST_SPEED = 1.0
+WRIST_MIN_Z = 0.03
+
+
+def reachable_wrist(previous: np.ndarray, target: np.ndarray, max_step: float) -> np.ndarray:
+    """The world wrist pose (4, 4) a hand takes this step when sent to ``target`` (4, 4) from
+    ``previous`` (4, 4): at most ``max_step`` metres along the line to the target, then raised
+    to ``WRIST_MIN_Z`` if below it. The rotation is the target's."""
+    wrist = np.array(target, dtype=np.float64)
+    delta = wrist[:3, 3] - previous[:3, 3]
+    distance = float(np.linalg.norm(delta))
+    if distance > max_step:
+        wrist[:3, 3] = previous[:3, 3] + delta * (max_step / distance)
+    wrist[2, 3] = max(wrist[2, 3], WRIST_MIN_Z)
+    return wrist

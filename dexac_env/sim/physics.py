@@ -16,11 +16,22 @@ import numpy as np  # noqa: E402
 
 from dexac_env.actions import ARKIT_TO_PINHOLE  # noqa: E402
 from dexac_env.sim.hand import NUM_FINGERS, SEGMENTS_PER_FINGER, FingerChain, HandGeometry  # noqa: E402
-from dexac_env.sim.scene import HAND_SIDES, SceneLayout, build_xml  # noqa: E402
+from dexac_env.sim.scene import (  # noqa: E402
+    HAND_SIDES,
+    TABLE_CENTER_Y,
+    TABLE_HALF,
+    SceneLayout,
+    build_xml,
+)
 
 # MuJoCo camera frame (x right, y up, z backward) <-> pinhole frame: the same flip as ARKit.
 _PINHOLE_TO_MUJOCO_CAMERA = ARKIT_TO_PINHOLE[:3, :3]
 PARTS_PER_HAND = 1 + NUM_FINGERS * SEGMENTS_PER_FINGER  # palm + segments
+# Object positions that mean the simulation failed (m, world frame): a centre this far into the
+# table top (resting objects have z > 0; one pushed off the table falls to the floor, outside
+# the table's footprint), or this far from the origin (the floor is 3 m across, 0.75 m down).
+INTO_TABLE_Z = -0.01
+FAR_AWAY = 3.0
 
 
 def quat_from_matrix(rot: np.ndarray) -> np.ndarray:
@@ -261,6 +272,32 @@ class SimPhysics:
             )
             mujoco.mj_step(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)
+
+    def unstable(self, warnings_before: int) -> bool:
+        """Whether the last steps left the physical world: a non-finite state, MuJoCo's
+        "Nan, Inf or huge value in QACC" warning since its count was ``warnings_before``, or an
+        object below the table or flung far from it."""
+        if not (np.all(np.isfinite(self.data.qpos)) and np.all(np.isfinite(self.data.qvel))):
+            return True
+        if self.bad_acceleration_count() > warnings_before:
+            return True
+        pos = self.object_poses()[:, :3]
+        over_table = (np.abs(pos[:, 0]) < TABLE_HALF[0]) & (
+            np.abs(pos[:, 1] - TABLE_CENTER_Y) < TABLE_HALF[1]
+        )
+        into_table = over_table & (pos[:, 2] < INTO_TABLE_Z)
+        return bool(np.any(into_table) or np.any(np.abs(pos) > FAR_AWAY))
+
+    def bad_acceleration_count(self) -> int:
+        return int(self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number)
+
+    def recover(self, state: np.ndarray, mocap: tuple[np.ndarray, np.ndarray]) -> None:
+        """Go back to ``state`` (from :meth:`get_state`, taken before the failed steps), objects at
+        rest, the hands placed on the ``mocap`` targets (pos, quat) they were sent to."""
+        self.set_state(state)
+        self.set_mocap(*mocap)
+        self.data.qvel[:] = 0.0
+        self.snap_hands()
 
     def settle(self, duration: float) -> None:
         """Let objects come to rest (hands held still on their targets)."""
