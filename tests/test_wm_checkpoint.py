@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from tests.wm_helpers import fake_semantic, gap_actions, latents, tiny_model, wake
 from world_model import WorldModel, WorldModelConfig
-from world_model.checkpoint import load_world_model, read_metadata
+from world_model.checkpoint import read_metadata
 
 
 @pytest.mark.parametrize("variant", ["dexac", "frame_adaln"])
@@ -64,10 +64,10 @@ def test_config_that_does_not_match_the_weights_is_one_clear_error(tmp_path):
     with pytest.raises(
         ValueError, match=r"config does not match the weights.*missing \[dit\.blocks\.4"
     ):
-        load_world_model(str(tmp_path / "model.safetensors"), config=other)
+        WorldModel.from_pretrained(str(tmp_path / "model.safetensors"), config=other)
     wider = model.config.replace(conditioning={"token_dim": 32})
     with pytest.raises(ValueError, match="with another shape"):
-        load_world_model(str(tmp_path / "model.safetensors"), config=wider)
+        WorldModel.from_pretrained(str(tmp_path / "model.safetensors"), config=wider)
     with pytest.raises(ValueError, match="no world-model checkpoint"):
         WorldModel.from_pretrained(str(tmp_path / "missing"))
 

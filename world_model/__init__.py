@@ -4,10 +4,9 @@ Imports nothing from the other packages of the project. Entry point: :class:`Wor
 with :class:`WorldModelConfig` (``WorldModelConfig.from_size("tiny", variant="dexac")``).
 """
 
-__version__ = "0.1.0"
-
-from world_model.config import SIZES, WorldModelConfig  # noqa: E402
-from world_model.facade import WorldModel  # noqa: E402
-from world_model.semantic import SemanticFeatures  # noqa: E402
+from world_model.config import SIZES, WorldModelConfig
+from world_model.facade import WorldModel
+from world_model.semantic import SemanticFeatures
+from world_model.version import __version__
 
 __all__ = ["SIZES", "SemanticFeatures", "WorldModel", "WorldModelConfig", "__version__"]

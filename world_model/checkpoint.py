@@ -17,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from world_model.version import __version__
+
 FORMAT = "dexac-world-model"
 FILENAME = "model.safetensors"
 
@@ -42,8 +44,6 @@ def save_world_model(model, path: str, inference_only: bool = False, dtype: str 
     stores floating-point weights in half precision (loading casts back to the model's dtype).
     Both exist to keep shipped checkpoints small; a compact file loads for inference only.
     """
-    from world_model import __version__
-
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     target = _file(path)
@@ -116,29 +116,17 @@ def check_state(
         )
 
 
-def load_world_model(path: str, device: str | torch.device = "cpu", config=None):
-    """Build the model from the file's config (or ``config``, checked against the weights)."""
-    import numpy as np
-
-    from world_model.config import WorldModelConfig
-    from world_model.facade import WorldModel
-
+def read_weights(
+    path: str, expected: dict[str, torch.Tensor], inference_only: bool = False
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, after one :func:`check_state` against ``expected`` (the state
+    dict of the model built from the file's config); an ``inference_only`` file leaves the
+    ssl-vit training tensors out on purpose. ``WorldModel.from_pretrained`` builds the model:
+    this module knows the file, not the model, so it imports nothing from the facade."""
     target = _file(path)
-    metadata = read_metadata(target)
-    if config is None:
-        config = WorldModelConfig.from_dict(metadata["config"])
-    model = WorldModel(
-        config,
-        action_mean=np.asarray(metadata["action_mean"]),
-        action_std=np.asarray(metadata["action_std"]),
-        tokenizer_vae_config=metadata.get("tokenizer_vae_config"),
-    )
-    expected = model.state_dict()
-    if metadata.get("inference_only", False):  # the file leaves these out on purpose
+    if inference_only:
         expected = {k: v for k, v in expected.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     with safe_open(target, framework="pt", device="cpu") as handle:
         found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         check_state(expected, found, target)
-        state = {name: handle.get_tensor(name) for name in handle.keys()}
-    model.load_state_dict(state, strict=not metadata.get("inference_only", False))
-    return model.to(device).eval()
+        return {name: handle.get_tensor(name) for name in handle.keys()}

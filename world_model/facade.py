@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from world_model.checkpoint import read_metadata, read_weights, save_world_model
 from world_model.conditioning import build_conditioner
 from world_model.config import WorldModelConfig
 from world_model.dit import DiT, DiTContext
@@ -298,13 +299,29 @@ class WorldModel(nn.Module):
 
         ``inference_only`` / ``dtype="float16"``: the compact form shipped with the package
         (world_model/checkpoint.py)."""
-        from world_model.checkpoint import save_world_model
-
         return save_world_model(self, path, inference_only=inference_only, dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> WorldModel:
-        """Load a checkpoint written by :meth:`save_pretrained` (never unpickles)."""
-        from world_model.checkpoint import load_world_model
+    def from_pretrained(
+        cls,
+        path: str,
+        device: str | torch.device = "cpu",
+        config: WorldModelConfig | None = None,
+    ) -> WorldModel:
+        """Load a checkpoint written by :meth:`save_pretrained` (never unpickles).
 
-        return load_world_model(path, device=device)
+        The model is built from the file's config, or from ``config`` (then checked against the
+        weights: one ValueError names every missing, unexpected and mis-shaped tensor)."""
+        metadata = read_metadata(path)
+        if config is None:
+            config = WorldModelConfig.from_dict(metadata["config"])
+        model = cls(
+            config,
+            action_mean=np.asarray(metadata["action_mean"]),
+            action_std=np.asarray(metadata["action_std"]),
+            tokenizer_vae_config=metadata.get("tokenizer_vae_config"),
+        )
+        inference_only = metadata.get("inference_only", False)
+        state = read_weights(path, model.state_dict(), inference_only)
+        model.load_state_dict(state, strict=not inference_only)
+        return model.to(device).eval()
