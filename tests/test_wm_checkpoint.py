@@ -77,7 +77,7 @@ def test_config_round_trips_through_json():
         config = WorldModelConfig.from_size(size, variant="mlp_global", sampler={"num_steps": 4})
         again = WorldModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
         assert again == config and again.sampler.num_steps == 4
-    with pytest.raises(ValueError, match="unknown world-model config keys"):
+    with pytest.raises(ValueError, match="unknown WorldModelConfig keys"):
         WorldModelConfig.from_dict({"depth": 3})
 
 

@@ -26,7 +26,7 @@ function with or without actions; classifier-free guidance uses a learned "no ac
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from world_model.action_tokenizer import ACTION_DIM, ActionNormalizer, ActionTokenizer
+from world_model.json_config import JSONConfig
 
 
 @dataclass(frozen=True)
-class ConditioningConfig:
+class ConditioningConfig(JSONConfig):
     """How actions enter the world model.
 
     Attributes:
@@ -81,13 +82,6 @@ class ConditioningConfig:
     def uses_local(self) -> bool:
         """Whether the DiT gets per-block action cross-attention."""
         return VARIANTS[self.variant].uses_local
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ConditioningConfig:
-        return cls(**values)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from world_model.conditioning import ConditioningConfig
 from world_model.dit import DIT_SIZES, DiTConfig
 from world_model.flow import FlowConfig
+from world_model.json_config import JSONConfig
 from world_model.reward_head import RewardHeadConfig
 from world_model.sampler import SamplerConfig
 from world_model.semantic import SemanticConfig
@@ -21,7 +22,7 @@ SIZES = tuple(DIT_SIZES)
 
 
 @dataclass(frozen=True)
-class WorldModelConfig:
+class WorldModelConfig(JSONConfig):
     """Attributes:
     tokenizer, dit, conditioning, semantic, flow, sampler, reward: component configs.
     context_frames: clean latent frames given as context to each prediction.
@@ -59,36 +60,6 @@ class WorldModelConfig:
     def action_rows(self) -> int:
         """Rows of an action chunk: the start pose plus one target pose per predicted frame."""
         return 1 + self.action_frames
-
-    def to_dict(self) -> dict:
-        return {
-            "tokenizer": self.tokenizer.to_dict(),
-            "dit": self.dit.to_dict(),
-            "conditioning": self.conditioning.to_dict(),
-            "semantic": self.semantic.to_dict(),
-            "flow": self.flow.to_dict(),
-            "sampler": self.sampler.to_dict(),
-            "reward": self.reward.to_dict(),
-            "context_frames": self.context_frames,
-            "chunk_frames": self.chunk_frames,
-            "size": self.size,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict) -> WorldModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(
-                f"unknown world-model config keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        parts = {
-            name: component.from_dict(values[name])
-            for name, component in _COMPONENTS.items()
-            if name in values
-        }
-        rest = {k: v for k, v in values.items() if k not in _COMPONENTS}
-        return cls(**parts, **rest)
 
     @classmethod
     def from_size(cls, size: str = "tiny", variant: str = "dexac", **overrides) -> WorldModelConfig:

@@ -14,7 +14,7 @@ zero, so a fresh network outputs 0 and every conditioning path starts as the ide
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,10 +29,11 @@ from world_model.dit_layers import (
     modulate,
     zero_init,
 )
+from world_model.json_config import JSONConfig
 
 
 @dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(JSONConfig):
     """Width and depth of the DiT.
 
     Attributes:
@@ -61,13 +62,6 @@ class DiTConfig:
     def __post_init__(self) -> None:
         if self.hidden_dim % self.heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} must divide by heads {self.heads}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DiTConfig:
-        return cls(**values)
 
 
 # The size registry. paper-2b is the Cosmos-Predict2.5 2B backbone.

@@ -9,15 +9,17 @@ mixes clean latents x0 and Gaussian noise e as ``x_sigma = (1 - sigma) x0 + sigm
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from world_model.json_config import JSONConfig
 
 TIMESTEP_SAMPLING = ("logit_normal", "shifted", "uniform")
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(JSONConfig):
     """Training noise levels.
 
     Attributes:
@@ -40,13 +42,6 @@ class FlowConfig:
             )
         if self.shift <= 0 or self.logit_std <= 0:
             raise ValueError(f"shift and logit_std must be > 0, got {self.shift}, {self.logit_std}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> FlowConfig:
-        return cls(**values)
 
 
 def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from world_model.json_config import JSONConfig
+
 
 @dataclass(frozen=True)
-class RewardHeadConfig:
+class RewardHeadConfig(JSONConfig):
     """Attributes:
     enabled: whether the world model has a reward head.
     width: channels of its small conv net.
@@ -20,13 +22,6 @@ class RewardHeadConfig:
     enabled: bool = True
     width: int = 32
     success_weight: float = 1.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> RewardHeadConfig:
-        return cls(**values)
 
 
 class RewardHead(nn.Module):

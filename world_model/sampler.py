@@ -10,15 +10,17 @@ spacing are the well-tested ones; the scheduler's timesteps are 1000 sigma.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from world_model.json_config import JSONConfig
+
 
 @dataclass(frozen=True)
-class SamplerConfig:
+class SamplerConfig(JSONConfig):
     """Sampling settings.
 
     Attributes:
@@ -38,13 +40,6 @@ class SamplerConfig:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
         if self.shift <= 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SamplerConfig:
-        return cls(**values)
 
 
 # velocity_fn(noisy (B, ...), sigma (B,)) -> velocity (B, ...)

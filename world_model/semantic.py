@@ -11,12 +11,13 @@ sentence embedding = mean-pooled last hidden state, L2-normalised (sentence-tran
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from world_model.json_config import JSONConfig
 from world_model.ssl_vit import SSLViT, SSLViTConfig
 
 IMAGE_ENCODERS = ("ssl_vit_tiny", "dinov2", "dinov3")
@@ -26,7 +27,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class SemanticConfig:
+class SemanticConfig(JSONConfig):
     """Attributes:
     enabled: whether the world model has a semantic branch.
     image_encoder: one of IMAGE_ENCODERS.
@@ -65,13 +66,6 @@ class SemanticConfig:
             dim=self.ssl_vit_dim,
             depth=self.ssl_vit_depth,
         )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SemanticConfig:
-        return cls(**values)
 
 
 @dataclass

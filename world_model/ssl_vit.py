@@ -8,17 +8,19 @@ far smaller, trained on far less data. Anything computed with it says "ssl-vit-t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from world_model.json_config import JSONConfig
+
 NAME = "ssl-vit-tiny (DINO-style self-distillation, trained on DexAC sim frames)"
 
 
 @dataclass(frozen=True)
-class SSLViTConfig:
+class SSLViTConfig(JSONConfig):
     """Attributes:
     image_size: input size (frames are resized to it).
     patch_size: ViT patch; dense features are (image_size / patch_size)^2 tokens.
@@ -41,13 +43,6 @@ class SSLViTConfig:
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SSLViTConfig:
-        return cls(**values)
 
 
 class ViT(nn.Module):

@@ -15,18 +15,20 @@ so it is deterministic.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderKLWan
 from torch import nn
 
+from world_model.json_config import JSONConfig
+
 KINDS = ("kl_tiny", "wan")
 
 
 @dataclass(frozen=True)
-class TokenizerConfig:
+class TokenizerConfig(JSONConfig):
     """Attributes:
     kind: "kl_tiny" or "wan".
     resolution: frame height = width in pixels.
@@ -57,15 +59,6 @@ class TokenizerConfig:
         if self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["block_out_channels"] = list(self.block_out_channels)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TokenizerConfig:
-        return cls(**values)
 
 
 def _frames_to_unit(frames: torch.Tensor) -> torch.Tensor:
