@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from world_model.action_tokenizer import ACTION_DIM
 from world_model.checkpoint import read_metadata, read_weights, save_world_model
 from world_model.conditioning import build_conditioner
 from world_model.config import WorldModelConfig
@@ -128,7 +129,7 @@ class WorldModel(nn.Module):
                 f"context_latents must have shape (B, {cfg.context_frames}, {c}, h, w), "
                 f"got {tuple(context_latents.shape)}"
             )
-        expected = (context_latents.shape[0], cfg.action_rows, 57)
+        expected = (context_latents.shape[0], cfg.action_rows, ACTION_DIM)
         if tuple(action_chunk.shape) != expected:
             raise ValueError(
                 f"action_chunk must have shape {expected} (row 0 = pose of the last context frame, "
