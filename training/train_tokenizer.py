@@ -19,7 +19,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python training/train_tokenizer.py` from an uninstalled checkout
+if __package__ in (None, ""):  # script form (deepspeed needs it): see training/__init__.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python training/train_wm.py` from an uninstalled checkout
+if __package__ in (None, ""):  # script form (deepspeed needs it): see training/__init__.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
