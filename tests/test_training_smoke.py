@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 from training import cache_latents, train_tokenizer, train_wm
 from training.datasets import ShardedBatchSampler
 from training.synthetic import write_random_store
-from training.trainer import KILL_ENV
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +119,11 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(pipeline):
     store = pipeline / "sim.zarr"
     script = [sys.executable, "training/train_wm.py"]
     args = _wm_args(store, pipeline, "run_kill", 5, "--set", "trainer.checkpoint_every=2")
-    killed = _run(script + args, **{KILL_ENV: "3"})
+    # the entry point with the trainer's fault-injection hook: SIGKILL right after step 3
+    crash = ("import functools, sys; from training import train_wm, trainer; "
+             "train_wm.Trainer = functools.partial(trainer.Trainer, "
+             "on_step_end=trainer.sigkill_after(3)); sys.exit(train_wm.main(sys.argv[1:]))")
+    killed = _run([sys.executable, "-c", crash, *args])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = pipeline / "run_kill"
     assert [r["step"] for r in _metrics(run)] == [1, 2, 3]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -259,13 +260,28 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
         return dict(value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        return _as_float(value, key)
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
     if hint in (int, str) and (not isinstance(value, hint) or isinstance(value, bool)):
         raise ConfigError(f"config key {key!r} expects {hint.__name__}, got {value!r}")
     return value
+
+
+def _as_float(value: Any, key: str) -> float:
+    """A number, or a string that spells one: PyYAML (YAML 1.1) reads ``1e-3`` as a string."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"config key {key!r} expects a finite number, got {value!r}")
+    return number
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Optimisation engines behind the trainer: plain PyTorch (one process) or DeepSpeed (any ranks).
 
 Both wrap a model that has ``loss(batch) -> (loss, logs)`` and expose the same small surface:
-``train_step(micro_batches)``, ``save(dir, tag, client_state)``, ``load(dir)``, ``reduce_mean``,
+``train_step(micro_batches)``, ``save(dir, tag, client_state)``, ``client_state(dir, tag)``,
+``load(dir, tag)``, ``reduce_mean``,
 ``gather``, ``barrier``, ``rank``/``world_size``. This is the only module that imports DeepSpeed.
 
 Choosing: a DeepSpeed JSON config (``trainer.deepspeed_config``) selects DeepSpeed, whether the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +26,41 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.config import TrainerConfig
+from training.config import ConfigError, TrainerConfig
 
 Batch = dict[str, Any]
+# Besides tensors and plain containers, DeepSpeed's own checkpoint files pickle only these
+# (checked on ZeRO-1/2/3, fp32 and bf16). Anything else in a `.pt` would run code on loading.
+DEEPSPEED_PICKLED_TYPES = frozenset(
+    {
+        "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+        "deepspeed.runtime.zero.config.ZeroStageEnum",
+        "deepspeed.utils.tensor_fragment.fragment_address",
+    }
+)
+# What torch.load raises on a truncated or damaged file
+UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot or must not be loaded; one line naming the file."""
+
+
+def check_pickled_code(tag_dir: Path) -> None:
+    """Refuse a checkpoint folder whose ``.pt`` files reference anything but tensors, plain
+    containers and DeepSpeed's own types: DeepSpeed loads them with ``weights_only=False``, so
+    a planted ``__reduce__`` would run. The scan reads the pickles without executing them."""
+    for path in sorted(Path(tag_dir).glob("*.pt")):
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except UNREADABLE as exc:
+            raise CheckpointError(f"{path} is damaged or truncated ({exc})") from exc
+        code = sorted(set(found) - DEEPSPEED_PICKLED_TYPES)
+        if code:
+            raise CheckpointError(
+                f"{path} would run code when loaded (it references {', '.join(code)}); refusing "
+                "it: only load checkpoints this trainer wrote"
+            )
 
 
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -137,15 +171,15 @@ class TorchEngine:
         os.rename(staging, final)
         _write_atomic(directory / "latest", tag)
 
-    def load(self, directory: Path) -> dict[str, Any] | None:
-        tag = read_latest(directory)
-        if tag is None:
-            return None
-        state = torch.load(directory / tag / "state.pt", map_location="cpu", weights_only=True)
+    def client_state(self, directory: Path, tag: str) -> dict[str, Any]:
+        """The ``client_state`` saved with ``directory/tag`` (weights are not read)."""
+        return json.loads(_torch_load(directory / tag / "state.pt", mmap=True)["client_state_json"])
+
+    def load(self, directory: Path, tag: str) -> None:
+        state = _torch_load(directory / tag / "state.pt")
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        return json.loads(state["client_state_json"])
 
     def reduce_mean(self, values: list[float]) -> list[float]:
         return values
@@ -270,13 +304,21 @@ class DeepSpeedEngine:
         # DeepSpeed writes `latest` only after every rank's files are on disk
         self.engine.save_checkpoint(str(directory), tag=tag, client_state=client_state)
 
-    def load(self, directory: Path) -> dict[str, Any] | None:
-        if read_latest(directory) is None:
-            return None
-        path, client_state = self.engine.load_checkpoint(str(directory))
+    def client_state(self, directory: Path, tag: str) -> dict[str, Any]:
+        """The ``client_state`` saved with ``directory/tag``, read before DeepSpeed sees the
+        folder (so a run of another rank count gets the trainer's error, not DeepSpeed's)."""
+        check_pickled_code(directory / tag)
+        states = sorted((directory / tag).glob("*mp_rank_00_model_states.pt"))
+        if not states:
+            raise CheckpointError(f"{directory / tag} holds no DeepSpeed model states")
+        saved = _torch_load(states[0], mmap=True)
+        return {k: saved[k] for k in CLIENT_KEYS if k in saved}
+
+    def load(self, directory: Path, tag: str) -> None:
+        check_pickled_code(directory / tag)
+        path, _ = self.engine.load_checkpoint(str(directory), tag=tag)
         if path is None:
-            raise RuntimeError(f"DeepSpeed could not load the checkpoint in {directory}")
-        return client_state
+            raise CheckpointError(f"DeepSpeed could not load the checkpoint {directory / tag}")
 
     def reduce_mean(self, values: list[float]) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64)
@@ -308,6 +350,30 @@ def read_latest(directory: Path) -> str | None:
     return tag if (Path(directory) / tag).is_dir() else None
 
 
+# The keys the trainer passes as ``client_state`` (DeepSpeed stores them at the top level)
+CLIENT_KEYS = ("step", "world_size", "config_fingerprint")
+
+
+def checkpoint_tags(directory: Path) -> list[str]:
+    """Complete checkpoints of ``directory``, newest first: the one ``latest`` names and the
+    older ``step_*`` folders (a newer one may be a save cut short)."""
+    latest = read_latest(directory)
+    if latest is None:
+        return []
+    tags = sorted(p.name for p in Path(directory).glob("step_*") if p.is_dir())
+    return sorted({t for t in tags if t <= latest} | {latest}, reverse=True)
+
+
+def _torch_load(path: Path, mmap: bool = False) -> Any:
+    """``torch.load`` of a trusted-format file, never unpickling code; a damaged file raises
+    one :class:`CheckpointError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except UNREADABLE as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is damaged or truncated ({first})") from exc
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -334,17 +400,18 @@ def load_fp32_state_dict(
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir} (no valid `latest` file)")
     plain = checkpoint_dir / tag / "state.pt"
     if plain.is_file():
-        return torch.load(plain, map_location="cpu", weights_only=True)["model"]
+        return _torch_load(plain)["model"]
     from deepspeed.utils.zero_to_fp32 import (  # noqa: PLC0415
         get_fp32_state_dict_from_zero_checkpoint,
     )
 
+    check_pickled_code(checkpoint_dir / tag)
     state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
     # DeepSpeed's consolidation leaves out frozen parameters at ZeRO-1; the rank-0 module states
     # (its own file, written by this run) hold them in full for ZeRO <= 2.
     module_states = checkpoint_dir / tag / "mp_rank_00_model_states.pt"
     if module_states.is_file():
-        module = torch.load(module_states, map_location="cpu", weights_only=True).get("module", {})
+        module = _torch_load(module_states).get("module", {})
         for key, value in module.items():
             if key not in state and torch.is_tensor(value) and value.numel() > 0:
                 state[key] = value.float() if value.is_floating_point() else value

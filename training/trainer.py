@@ -13,8 +13,8 @@ any point and resumed trains on exactly the samples, and draws exactly the noise
 uninterrupted run would have. Metrics lines after the resumed step are dropped first, so
 ``metrics.jsonl`` always holds one line per step.
 
-Fault injection for tests: ``DEXAC_TRAIN_KILL_AT_STEP=N`` makes rank 0 send itself SIGKILL
-right after step ``N`` (after that step's checkpoint, if any) -- a real crash, nothing flushed.
+A damaged newest checkpoint (say a file cut short by a full disk) is reported and the older
+one kept on disk is resumed instead. Fault injection for tests: ``on_step_end=sigkill_after(N)``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,14 @@ from tqdm import tqdm
 
 from training.config import ConfigError, TrainerConfig, fingerprint
 from training.datasets import ShardedBatchSampler
-from training.engine import LossFn, make_engine, read_latest
+from training.engine import (
+    CheckpointError,
+    LossFn,
+    checkpoint_tags,
+    make_engine,
+    read_latest,
+)
 
-KILL_ENV = "DEXAC_TRAIN_KILL_AT_STEP"
 # Config keys a resumed run may change: they touch neither the maths nor the data order.
 RESUME_MUTABLE = (
     "trainer.progress_bar",
@@ -52,6 +57,7 @@ RESUME_MUTABLE = (
     "trainer.out_dir",
 )
 AfterStep = Callable[[nn.Module, int], None]
+StepEnd = Callable[[int, int], None]  # (step, rank), after the step's checkpoint
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -97,6 +103,8 @@ class Trainer:
         loss_fn: ``(model, batch) -> (loss, logs)`` when ``model.loss`` does not take the dict.
         after_step: called as ``after_step(model, step)`` after every optimizer step (e.g. the
             EMA teacher update of the semantic encoder).
+        on_step_end: called as ``on_step_end(step, rank)`` once the step is logged and
+            checkpointed (e.g. :func:`sigkill_after` for the crash tests).
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class Trainer:
         *,
         loss_fn: LossFn | None = None,
         after_step: AfterStep | None = None,
+        on_step_end: StepEnd | None = None,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -115,6 +124,7 @@ class Trainer:
         self.run_config = run_config
         self.loss_fn = loss_fn
         self.after_step = after_step
+        self.on_step_end = on_step_end
         self.out_dir = Path(config.out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -145,137 +155,128 @@ class Trainer:
         cfg = self.config
         self._check_resume(resume)
         engine = make_engine(self.model, cfg, self.loss_fn)
-        rank, world = engine.rank, engine.world_size
-        start_step = 0
-        if resume:
-            client = engine.load(self.checkpoint_dir)
-            if client is not None:
-                if client.get("world_size") != world:
-                    raise ConfigError(
-                        f"cannot resume {self.out_dir}: it was trained on {client.get('world_size')} "
-                        f"ranks, this run has {world}; the data order depends on the rank count"
-                    )
-                if client.get("config_fingerprint") != fingerprint(_stable(self.run_config)):
-                    raise ConfigError(f"cannot resume {self.out_dir}: checkpoint of another config")
-                start_step = int(client["step"])
-        if rank == 0:
+        self.engine = engine
+        start_step = self._restore(engine) if resume else 0
+        if engine.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "run_config.json").write_text(json.dumps(self.run_config, indent=2))
             self._truncate_metrics(start_step)
         engine.barrier()
-
-        accum = cfg.grad_accum_steps
         sampler = ShardedBatchSampler(
             len(self.dataset),
             cfg.batch_size,
-            rank,
-            world,
+            engine.rank,
+            engine.world_size,
             cfg.seed,
-            start=start_step * accum,
-            stop=cfg.steps * accum,
+            start=start_step * cfg.grad_accum_steps,
+            stop=cfg.steps * cfg.grad_accum_steps,
         )
         loader = DataLoader(
-            self.dataset,
-            batch_sampler=sampler,
-            num_workers=cfg.num_workers,
-            persistent_workers=False,
+            self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers, persistent_workers=False
         )
-        samples_per_step = cfg.batch_size * accum * world
-        writer = self._tensorboard() if rank == 0 and cfg.tensorboard else None
-        bar = tqdm(
-            total=cfg.steps,
-            initial=start_step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (rank == 0 and cfg.progress_bar),
-            file=sys.stderr,
-        )
-        metrics = open(self.metrics_path, "a") if rank == 0 else None  # noqa: SIM115
-        kill_at = int(os.environ.get(KILL_ENV, "-1"))
-        losses: list[float] = []
-        step_times: list[float] = []
-        first_loss = None
-        run_start = time.perf_counter()
         batches = iter(loader)
+        log = RunLog(self, engine, start_step)
+        run_start = time.perf_counter()
         try:
             for step in range(start_step + 1, cfg.steps + 1):
-                # 1. data: `accum` micro-batches of this rank's shard
-                t_data = time.perf_counter()
-                micro = [next(batches) for _ in range(accum)]
-                indices = [int(i) for mb in micro for i in mb.pop("_index").tolist()]
-                t_step = time.perf_counter()
-                # 2. one optimizer step; the RNG is a function of (seed, step, rank)
-                torch.manual_seed(step_seed(cfg.seed, step, rank))
-                loss, logs = engine.train_step(micro)
-                if self.after_step is not None:
-                    self.after_step(engine.module, step)
-                t_end = time.perf_counter()
-                # 3. metrics, averaged over ranks
-                keys = sorted(logs)
-                reduced = engine.reduce_mean([loss] + [logs[k] for k in keys])
-                loss, logs = reduced[0], dict(zip(keys, reduced[1:], strict=True))
-                all_indices = engine.gather(indices) if cfg.log_samples else None
-                step_times.append(t_end - t_data)
-                losses.append(loss)
-                first_loss = loss if first_loss is None else first_loss
-                if rank == 0:
-                    record = {
-                        "step": step,
-                        "loss": loss,
-                        **logs,
-                        "lr": engine.lr,
-                        "epoch": sampler.epoch_of((step - 1) * accum),
-                        "step_s": round(t_end - t_data, 5),
-                        "data_s": round(t_step - t_data, 5),
-                        "samples_per_s": samples_per_step / max(t_end - t_data, 1e-9),
-                    }
-                    if all_indices is not None:
-                        record["samples"] = all_indices
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        recent = step_times[-cfg.log_every :]
-                        bar.set_postfix(
-                            loss=f"{loss:.4f}",
-                            samples_s=f"{samples_per_step * len(recent) / sum(recent):.1f}",
-                        )
-                        if writer is not None:
-                            for key, value in record.items():
-                                if isinstance(value, float):
-                                    writer.add_scalar(key, value, step)
-                    bar.update(step - bar.n)
-                # 4. checkpoint
+                record, indices = self._train_step(engine, batches, step)
+                record["epoch"] = sampler.epoch_of((step - 1) * cfg.grad_accum_steps)
+                if cfg.log_samples:
+                    record["samples"] = engine.gather(indices)
+                log.write(record)
                 if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     self._save(engine, step)
-                if step == kill_at and rank == 0:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if self.on_step_end is not None:
+                    self.on_step_end(step, engine.rank)
         finally:
-            bar.close()
-            if metrics is not None:
-                metrics.close()
-            if writer is not None:
-                writer.close()
-        wall = time.perf_counter() - run_start
-        steady = step_times[1:] or step_times
+            log.close()
+        return self._finish(engine, log, start_step, time.perf_counter() - run_start)
+
+    def _train_step(self, engine, batches, step: int) -> tuple[dict[str, Any], list[int]]:
+        """One optimizer step on ``grad_accum_steps`` micro-batches of this rank's shard.
+        Returns the step's metrics record (averaged over ranks) and this rank's sample indices."""
+        cfg = self.config
+        # 1. data
+        t_data = time.perf_counter()
+        micro = [next(batches) for _ in range(cfg.grad_accum_steps)]
+        indices = [int(i) for mb in micro for i in mb.pop("_index").tolist()]
+        t_step = time.perf_counter()
+        # 2. the step; the RNG is a function of (seed, step, rank); lr is the rate it uses
+        lr = engine.lr
+        torch.manual_seed(step_seed(cfg.seed, step, engine.rank))
+        loss, logs = engine.train_step(micro)
+        if self.after_step is not None:
+            self.after_step(engine.module, step)
+        t_end = time.perf_counter()
+        # 3. metrics, averaged over ranks
+        keys = sorted(logs)
+        reduced = engine.reduce_mean([loss] + [logs[k] for k in keys])
+        samples_per_step = cfg.batch_size * cfg.grad_accum_steps * engine.world_size
+        record = {
+            "step": step,
+            "loss": reduced[0],
+            **dict(zip(keys, reduced[1:], strict=True)),
+            "lr": lr,
+            "step_s": round(t_end - t_data, 5),
+            "data_s": round(t_step - t_data, 5),
+            "samples_per_s": samples_per_step / max(t_end - t_data, 1e-9),
+        }
+        return record, indices
+
+    def _restore(self, engine) -> int:
+        """Load the newest readable checkpoint of ``out_dir``; the step it ends (0 if none).
+
+        A damaged newest checkpoint (a truncated file) falls back to the older one kept on disk;
+        the rank count and config are checked before the engine reads any weights."""
+        tags = checkpoint_tags(self.checkpoint_dir)
+        for tag in tags:
+            try:
+                client = engine.client_state(self.checkpoint_dir, tag)
+                self._check_client(client, engine.world_size)
+                engine.load(self.checkpoint_dir, tag)
+            except CheckpointError as exc:
+                if engine.rank == 0:
+                    print(f"warning: {exc}; trying the previous checkpoint", file=sys.stderr)
+                continue
+            return int(client["step"])
+        if tags:
+            raise CheckpointError(
+                f"no readable checkpoint in {self.checkpoint_dir} (tried {', '.join(tags)}); "
+                "set trainer.out_dir to a new directory to start again"
+            )
+        return 0
+
+    def _check_client(self, client: dict[str, Any], world_size: int) -> None:
+        if client.get("world_size") != world_size:
+            raise ConfigError(
+                f"cannot resume {self.out_dir}: it was trained on {client.get('world_size')} "
+                f"ranks, this run has {world_size}; the data order depends on the rank count"
+            )
+        if client.get("config_fingerprint") != fingerprint(_stable(self.run_config)):
+            raise ConfigError(f"cannot resume {self.out_dir}: checkpoint of another config")
+
+    def _finish(self, engine, log: RunLog, start_step: int, wall: float) -> dict[str, Any]:
+        """The run summary (``summary.json`` and the lines printed by rank 0)."""
+        cfg = self.config
+        steady = log.step_times[1:] or log.step_times
+        samples_per_step = cfg.batch_size * cfg.grad_accum_steps * engine.world_size
+        latest = read_latest(self.checkpoint_dir)
         summary = {
             "engine": engine.name,
-            "world_size": world,
+            "world_size": engine.world_size,
             "start_step": start_step,
             "steps": cfg.steps,
             "samples_per_step": samples_per_step,
             "wall_s": round(wall, 3),
             "samples_per_s": round(samples_per_step * len(steady) / max(sum(steady), 1e-9), 3),
-            "first_loss": first_loss,
-            "final_loss": float(np.mean(losses[-10:])) if losses else None,
-            "checkpoint": str(self.checkpoint_dir / read_latest(self.checkpoint_dir))
-            if read_latest(self.checkpoint_dir)
-            else None,
+            "first_loss": log.losses[0] if log.losses else None,
+            "final_loss": float(np.mean(log.losses[-10:])) if log.losses else None,
+            "checkpoint": str(self.checkpoint_dir / latest) if latest else None,
             "metrics": str(self.metrics_path),
         }
-        if rank == 0:
+        if engine.rank == 0:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             print(format_summary(summary), flush=True)
-        self.engine = engine
         return summary
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -316,6 +317,66 @@ class Trainer:
                 "(pip install tensorboard), or set trainer.tensorboard: false"
             ) from exc
         return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+
+class RunLog:
+    """Where a run's progress goes: rank 0's progress bar, ``metrics.jsonl`` (one line per
+    step) and optional TensorBoard; every rank keeps the losses and step times for the summary."""
+
+    def __init__(self, trainer: Trainer, engine, start_step: int) -> None:
+        cfg = trainer.config
+        self.config = cfg
+        self.is_main = engine.rank == 0
+        self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * engine.world_size
+        self.losses: list[float] = []
+        self.step_times: list[float] = []
+        self.writer = trainer._tensorboard() if self.is_main and cfg.tensorboard else None
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.is_main and cfg.progress_bar),
+            file=sys.stderr,
+        )
+        self.metrics = open(trainer.metrics_path, "a") if self.is_main else None  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        step, loss = record["step"], record["loss"]
+        self.losses.append(loss)
+        self.step_times.append(record["step_s"])
+        if not self.is_main:
+            return
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        cfg = self.config
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            recent = self.step_times[-cfg.log_every :]
+            rate = self.samples_per_step * len(recent) / max(sum(recent), 1e-9)
+            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+            if self.writer is not None:
+                for key, value in record.items():
+                    if isinstance(value, float):
+                        self.writer.add_scalar(key, value, step)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def sigkill_after(step: int) -> StepEnd:
+    """Fault injection for tests: an ``on_step_end`` hook with which rank 0 sends itself SIGKILL
+    right after ``step`` (after that step's checkpoint, if any): a real crash, nothing flushed."""
+
+    def kill(done: int, rank: int) -> None:
+        if done == step and rank == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
 
 
 def format_summary(summary: dict[str, Any]) -> str:
