@@ -1,10 +1,12 @@
 """Side-by-side training curves of world-model runs (e.g. DexAC vs mlp_global, same budget).
 
 Reads each run's ``metrics.jsonl``, averages ``flow_loss`` over windows of ``--window`` steps,
-writes the curves as JSON and draws them into a PNG (PIL only; no plotting library needed).
+writes the curves as JSON and plots them into a PNG with matplotlib; ``--from-json`` redraws
+the PNG from such a JSON.
 
     python benchmarks/loss_curves.py runs/wm_tiny_dexac runs/wm_tiny_mlp_global \
         --out benchmarks/results/wm_loss_curves.json --png docs/images/wm_loss_curves.png
+    python benchmarks/loss_curves.py --from-json benchmarks/results/wm_loss_curves.json
 """
 
 from __future__ import annotations
@@ -14,9 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-
-COLOURS = ((200, 40, 40), (40, 90, 200), (30, 150, 60), (160, 90, 20))
 
 
 def read_curve(run_dir: Path, key: str, window: int) -> dict:
@@ -44,44 +43,53 @@ def read_curve(run_dir: Path, key: str, window: int) -> dict:
     }
 
 
-def draw(curves: list[dict], path: Path, size=(640, 400), margin=50) -> None:
-    image = Image.new("RGB", size, "white")
-    pen = ImageDraw.Draw(image)
-    xs = [p[0] for c in curves for p in c["points"]]
-    ys = [p[1] for c in curves for p in c["points"]]
-    x_max, y_lo, y_hi = max(xs), min(ys), max(ys)
-    width, height = size[0] - 2 * margin, size[1] - 2 * margin
+def draw(curves: list[dict], path: Path) -> None:
+    """One line per run, loss on a log axis (the runs differ by a few per cent late in
+    training, which a linear axis flattens), final mean in the legend."""
+    import matplotlib  # noqa: PLC0415  (only this script plots; keep the import off the tests)
 
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        return (
-            margin + width * x / x_max,
-            size[1] - margin - height * (y - y_lo) / max(y_hi - y_lo, 1e-9),
-        )
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import FormatStrFormatter  # noqa: PLC0415
 
-    pen.rectangle([margin, margin, size[0] - margin, size[1] - margin], outline="black")
-    for frac in (0.0, 0.5, 1.0):
-        y = y_lo + frac * (y_hi - y_lo)
-        pen.text((4, to_px(0, y)[1] - 6), f"{y:.3f}", fill="black")
-        x = frac * x_max
-        pen.text((to_px(x, y_lo)[0] - 10, size[1] - margin + 6), f"{int(x)}", fill="black")
-    pen.text((size[0] // 2 - 40, size[1] - 18), "training step", fill="black")
-    for i, curve in enumerate(curves):
-        colour = COLOURS[i % len(COLOURS)]
-        pen.line([to_px(x, y) for x, y in curve["points"]], fill=colour, width=2)
-        label = f"{Path(curve['run']).name}: {curve['key']} {curve['final_mean']:.4f}"
-        pen.text((margin + 8, margin + 8 + 14 * i), label, fill=colour)
+    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for curve in curves:
+        steps, values = zip(*curve["points"], strict=True)
+        label = f"{Path(curve['run']).name}: last {curve['window']} steps {curve['final_mean']:.4f}"
+        axes.plot(steps, values, linewidth=1.8, label=label)
+    axes.set_yscale("log")
+    for axis_ticks in (axes.yaxis.set_major_formatter, axes.yaxis.set_minor_formatter):
+        axis_ticks(FormatStrFormatter("%.2f"))  # plain numbers, not 6 x 10^-1
+    axes.set_xlabel("training step")
+    axes.set_ylabel(f"{curves[0]['key']} (mean over {curves[0]['window']} steps)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(frameon=False)
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    figure.savefig(path)
+    plt.close(figure)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run directories holding metrics.jsonl")
+    parser.add_argument("runs", nargs="*", help="run directories holding metrics.jsonl")
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        help="redraw the PNG from curves this script wrote before (no run directories needed)",
+    )
     parser.add_argument("--key", default="flow_loss")
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--out", default="benchmarks/results/wm_loss_curves.json")
     parser.add_argument("--png", default="docs/images/wm_loss_curves.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if bool(args.runs) == bool(args.from_json):
+        parser.error("give run directories or --from-json, not both")  # exit code 2
+    if args.from_json:
+        curves = json.loads(Path(args.from_json).read_text())["curves"]
+        draw(curves, Path(args.png))
+        print(f"wrote {args.png}")
+        return 0
     curves = [read_curve(Path(r), args.key, args.window) for r in args.runs]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"curves": curves}, indent=2))
@@ -92,7 +100,8 @@ def main() -> None:
             f"{c['run']:<32} {c['key']} first {first:.4f} -> last {c['window']} steps {c['final_mean']:.4f}"
         )
     print(f"wrote {args.out} and {args.png}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
