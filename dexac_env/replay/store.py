@@ -10,11 +10,14 @@ Layout::
         keypoints_visible  (T, 12) bool
         [reward (T,) float32, success (T,) bool, keypoints_3d (T, 12, 3), latent (T', C, h, w), ...]
         attrs: task, description, fps, source, split, intrinsics (3x3), length
-      _incomplete/<name>/            episodes being written (never read)
+      _incomplete/<name>~<pid>-<id>/  episodes being written (never read; removed when empty)
 
 Atomic writes: an episode is written under ``_incomplete/`` and moved into ``episodes/`` by one
 directory rename once every array is on disk, so a process killed mid-episode leaves nothing
-that readers see; the next write of that name discards the leftover and starts again.
+that readers see; the next write of that name discards the leftovers of dead writers. Several
+processes may write into one store at once: each stages under its own name, and the rename
+fails when another writer committed the name first (rename-if-absent), so an episode is never
+half-replaced and ``overwrite=False`` never destroys a committed one.
 
 Chunking: ``FRAMES_PER_CHUNK`` frames per chunk along time, whole frames per chunk, Blosc-zstd
 (bitshuffle). ``benchmarks/bench_store.py`` measured the choice (see the README): a random
@@ -25,9 +28,11 @@ This module is the only one that imports zarr.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,9 @@ from zarr.codecs import BloscCodec
 from dexac_env.actions import ACTION_DIM, FAMILY_NAMES, NUM_KEYPOINTS, family_mask
 
 SCHEMA_VERSION = 1
+INCOMPLETE = "_incomplete"  # staging folder of episodes being written
+STAGING_SEP = "~"  # <name>~<pid>-<random>: one staging folder per writer and write
+COMMIT_ATTEMPTS = 5
 STORE_KIND = "dexac-episode-store"
 FRAMES_PER_CHUNK = 16
 REQUIRED_ARRAYS = ("rgb", "action", "keypoints_2d", "keypoints_visible")
@@ -270,17 +278,57 @@ class EpisodeStore:
             raise ValueError(f"split must be one of {SPLITS}, got {attrs['split']!r}")
         length = arrays["rgb"].shape[0]
 
-        staging = self.path / "_incomplete" / name
-        if staging.exists():
-            shutil.rmtree(staging)  # leftover of a killed write: start again
-        group = zarr.open_group(str(staging), mode="w", zarr_format=3)
-        for key, value in arrays.items():
-            _write_array(group, key, value)
-        group.attrs.update({**_json_safe(attrs), "length": length})
+        self._discard_leftovers(name)
+        staging = self._staging_path(name)
+        try:
+            group = zarr.open_group(str(staging), mode="w", zarr_format=3)
+            for key, value in arrays.items():
+                _write_array(group, key, value)
+            group.attrs.update({**_json_safe(attrs), "length": length})
+            self._commit(staging, name, overwrite)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            _remove_if_empty(self.path / INCOMPLETE)
+
+    # -- concurrent writers: every writer stages under its own name, commits by rename-if-absent
+
+    def _staging_path(self, name: str) -> Path:
+        return self.path / INCOMPLETE / f"{name}{STAGING_SEP}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def _discard_leftovers(self, name: str) -> None:
+        """Remove staging folders of ``name`` left by writers that died (their pid is gone)."""
+        for path in (self.path / INCOMPLETE).glob(f"{name}{STAGING_SEP}*"):
+            pid = path.name[len(name) + len(STAGING_SEP) :].split("-")[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _commit(self, staging: Path, name: str, overwrite: bool) -> None:
+        """Move ``staging`` to ``episodes/name`` by one rename, which fails if another writer
+        committed that name first; with ``overwrite`` the old episode is moved aside first."""
         final = self.path / "episodes" / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(staging, final)  # the commit point: one directory rename
+        for _ in range(COMMIT_ATTEMPTS):
+            if overwrite and final.exists():
+                retired = self._staging_path(name)
+                try:
+                    os.rename(final, retired)
+                except FileNotFoundError:
+                    pass  # another writer retired it first
+                else:
+                    shutil.rmtree(retired, ignore_errors=True)
+            try:
+                os.rename(staging, final)  # the commit point: fails on an existing episode
+                self._open_episodes.pop(name, None)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if not overwrite:
+                    raise StoreError(
+                        f"episode {name!r} already exists in {self.path} (another writer "
+                        "committed it first; pass overwrite=True to replace it)"
+                    ) from exc
+        raise StoreError(f"episode {name!r} in {self.path} keeps being rewritten by other writers")
 
     def write_array(self, name: str, key: str, value: np.ndarray, overwrite: bool = True) -> None:
         """Add or replace a derived array (e.g. cached ``latent``) of a complete episode."""
@@ -331,7 +379,9 @@ class EpisodeStore:
             "tasks": dict(Counter(str(e.attrs.get("task")) for e in episodes)),
             "splits": dict(Counter(str(e.attrs.get("split")) for e in episodes)),
             "sources": dict(Counter(str(e.attrs.get("source")) for e in episodes)),
-            "incomplete": sorted(p.name for p in (self.path / "_incomplete").glob("*")),
+            "incomplete": sorted(  # names of episodes being written or left by a dead writer
+                {p.name.split(STAGING_SEP)[0] for p in (self.path / INCOMPLETE).glob("*")}
+            ),
         }
         if stats is not None:
             var = stats.std**2
@@ -344,6 +394,25 @@ class EpisodeStore:
                 for f in FAMILY_NAMES
             }
         return summary
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Keep the store a plain Zarr hierarchy when nothing is being written (a walk warns about
+    the non-Zarr staging folder); another writer's staging keeps it."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _write_array(group: zarr.Group, key: str, value: np.ndarray) -> None:
