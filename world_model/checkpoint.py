@@ -10,11 +10,12 @@ are read from their own directories / package.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from world_model.version import __version__
@@ -25,6 +26,19 @@ FILENAME = "model.safetensors"
 
 def _file(path: str) -> str:
     return path if path.endswith(".safetensors") else os.path.join(path, FILENAME)
+
+
+@contextlib.contextmanager
+def _open(target: str):
+    """``safe_open`` whose errors on a damaged file (truncated, not safetensors) are one
+    ValueError naming the file, not safetensors' own exception."""
+    try:
+        with safe_open(target, framework="pt", device="cpu") as handle:
+            yield handle
+    except SafetensorError as exc:
+        raise ValueError(
+            f"{target} is damaged or not a safetensors file ({exc}); re-download or re-export it"
+        ) from exc
 
 
 # Tensors only the ssl-vit's self-distillation training needs; inference reads the teacher.
@@ -78,7 +92,7 @@ def read_metadata(path: str) -> dict:
     target = _file(path)
     if not os.path.isfile(target):
         raise ValueError(f"no world-model checkpoint at {target}")
-    with safe_open(target, framework="pt") as handle:
+    with _open(target) as handle:
         metadata = handle.metadata() or {}
     if metadata.get("format") != FORMAT:
         raise ValueError(
@@ -126,7 +140,7 @@ def read_weights(
     target = _file(path)
     if inference_only:
         expected = {k: v for k, v in expected.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
-    with safe_open(target, framework="pt", device="cpu") as handle:
+    with _open(target) as handle:
         found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         check_state(expected, found, target)
         return {name: handle.get_tensor(name) for name in handle.keys()}

@@ -219,7 +219,9 @@ def _read_video(video: Path, num_frames: int, config: ImportConfig):
     import imageio.v2 as imageio
 
     try:
-        reader = imageio.get_reader(video, format="FFMPEG")
+        # stop at the first decoding error: ffmpeg otherwise conceals damaged frames silently
+        reader = imageio.get_reader(video, format="FFMPEG", input_params=["-err_detect", "explode"],
+                                    output_params=["-xerror"])
     except (OSError, RuntimeError, ValueError) as exc:
         raise EpisodeSkipped(video, f"unreadable video ({_first_line(exc)})") from exc
     with reader:
@@ -246,7 +248,9 @@ def _read_video(video: Path, num_frames: int, config: ImportConfig):
         raise EpisodeSkipped(video, "unreadable video (no frames decoded)")
     if count != num_frames:
         raise EpisodeSkipped(
-            video, f"frame count mismatch: video has {count} frames, transforms have {num_frames}"
+            video,
+            f"frame count mismatch: video has {count} frames, transforms have {num_frames}"
+            + (" (cut short, or damaged: decoding stops at its first error)" if count < num_frames else ""),
         )
     rgb = np.stack([frames[i] for i in indices.tolist()])
     return rgb, indices, source_fps, size
