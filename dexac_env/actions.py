@@ -313,3 +313,25 @@ def project_keypoints(actions: np.ndarray, intrinsics: np.ndarray, width: int, h
     """
     poses = actions_to_poses(actions)
     return project_visible(poses.keypoints_3d(), poses.camera, intrinsics, width, height)
+
+
+def reanchor_motion(motion: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Another episode's motion replayed from this ``start`` pose (a counterfactual action).
+
+    motion: (T, 57) actions whose row 0 is the motion's own start; start: (57,). Every pose
+    (head, wrists) moves by the motion's displacement and rotation relative to its row 0, both
+    in the episode frame (``p_t = p_start + (q_t - q_0)``, ``R_t = Q_t Q_0^T R_start``);
+    fingertips (in their wrist's frame) move by the motion's displacement. Returns (T, 57);
+    row 0 equals ``start`` (up to Gram-Schmidt re-orthonormalisation).
+    """
+    motion = check_actions(np.asarray(motion, dtype=np.float64), "motion")
+    start = np.asarray(start, dtype=np.float64)
+    if start.shape != (ACTION_DIM,):
+        raise ValueError(f"start must be one {ACTION_DIM}-D pose, got shape {start.shape}")
+    out = start[None] + (motion - motion[:1])  # translations and fingertips
+    for dims in (HEAD, LEFT_WRIST, RIGHT_WRIST):
+        rot = slice(dims.start + 3, dims.stop)
+        moved = matrix_from_rot6d(motion[:, rot])  # (T, 3, 3)
+        delta = moved @ np.swapaxes(moved[:1], -1, -2)  # Q_t Q_0^T
+        out[:, rot] = rot6d_from_matrix(delta @ matrix_from_rot6d(start[rot])[None])
+    return out.astype(np.float32)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import sys
 
-# Modules exposing ``register(subparsers)``; each adds one top-level subcommand.
+# Modules exposing ``register(subparsers)``; each adds one top-level subcommand. Packages above
+# dexac_env (evaluation, agents) add theirs through the ``dexac.commands`` entry-point group, so
+# this package never imports them (the one-way dependency rule).
 SUBCOMMAND_MODULES = (
     "dexac_env.replay.import_cli",
     "dexac_env.sim.cli",
     "dexac_env.imagine",
 )
+ENTRY_POINT_GROUP = "dexac.commands"
 
 
 def _data_info(args: argparse.Namespace) -> int:
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # that part of the product is not installed in this checkout
         module.register(subparsers)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry.load().register(subparsers)
     return parser
 
 

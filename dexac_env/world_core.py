@@ -11,18 +11,18 @@ demonstration and, if the reward needs one, the goal latent. :meth:`WorldCore.ge
 :meth:`WorldCore.set_state` snapshot and restore all of it (and the sampler's generator) so
 that planners can branch.
 
-Action chunks: one env step covers ``frames_per_step`` frames. The chunk's row 0 is the
-current pose; row j (1..frames_per_step) is the linear interpolation
-``pose + j / frames_per_step * (target - pose)`` (6D rotations are interpolated linearly too,
-the model's Gram-Schmidt reads them back as rotations). When a sampler call predicts more
-frames than the step needs (``action_frames`` of the model), the extra rows hold the target
-and the extra predicted frames are dropped; when it predicts fewer, the sampler runs several
-times, each call's row 0 being the previous call's last row.
+Action rows: one env step covers ``frames_per_step`` frames. Row 0 is the current pose; row j
+(1..frames_per_step) is the linear interpolation ``pose + j / frames_per_step * (target -
+pose)`` (6D rotations are interpolated linearly too, the model's Gram-Schmidt reads them back
+as rotations). The rows go through :func:`world_model.rollout.rollout_latents`, the one
+rollout loop of the project: when a sampler call predicts more frames than the step needs
+(``action_frames`` of the model), the extra rows hold the target and the extra predicted frames
+are dropped; when it predicts fewer, the sampler runs several times, each call's row 0 being
+the previous call's last row.
 """
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -34,6 +34,7 @@ from dexac_env.actions import ACTION_DIM, HEAD, LEFT_FINGERS, LEFT_WRIST, RIGHT_
 from dexac_env.defaults import load_world_model, open_store
 from dexac_env.replay.store import EpisodeStore
 from dexac_env.rewards import Reward, RewardInput, check_reward_output, make_reward
+from world_model.rollout import rollout_latents
 
 __all__ = ["CoreState", "WorldCore", "WorldEnvConfig", "action_bounds", "load_world_model",
            "open_store", "select_state"]
@@ -297,36 +298,26 @@ class WorldCore:
             self._semantic_batch = type(rows[0]).cat(rows) if len(rows) > 1 else rows[0]
         return self._semantic_batch
 
-    def build_chunks(self, targets: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        """Action chunks (N, 1 + action_frames, 57) per sampler call, with latent frames kept."""
+    def step_rows(self, targets: np.ndarray) -> np.ndarray:
+        """Action rows (N, 1 + frames_per_step, 57) of one step: the current pose, then the
+        linear interpolation towards ``targets`` (the last row is the target itself)."""
         k = self.frames_per_step
-        calls = math.ceil(k / self.action_frames)
         fractions = np.arange(1, k + 1, dtype=np.float64) / k  # (k,)
         rows = self.pose[:, None] + fractions[None, :, None] * (targets - self.pose)[:, None]
-        hold = np.repeat(targets[:, None], calls * self.action_frames - k, axis=1)
-        rows = np.concatenate([self.pose[:, None], rows, hold], axis=1)  # (N, 1 + calls*A, 57)
-        chunks = []
-        for c in range(calls):
-            lo = c * self.action_frames
-            kept_frames = min(self.action_frames, k - lo)
-            chunks.append((rows[:, lo : lo + 1 + self.action_frames],
-                           kept_frames // self.temporal_compression))
-        return chunks
+        return np.concatenate([self.pose[:, None], rows], axis=1)
 
     def step(self, targets: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """Advance every env to the (validated, (N, 57)) targets. Returns (reward (N,), latents)."""
-        semantic = self._semantic()
-        new_latents = []
+        """Advance every env to the (validated, (N, 57)) targets. Returns (reward (N,), latents).
+
+        The rows go through :func:`world_model.rollout.rollout_latents`, the rollout loop the
+        evaluation uses too (each sampler call keeps all it predicts; the last call's extra
+        frames, which hold the target, are dropped)."""
+        rows = torch.as_tensor(self.step_rows(targets), dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            for chunk, keep in self.build_chunks(targets):
-                actions = torch.as_tensor(chunk, dtype=torch.float32, device=self.device)
-                predicted = self.model.predict(
-                    self.context, actions, semantic, generator=self.generators,
-                    num_steps=self.config.sampling_steps, cfg_scale=self.config.cfg_scale,
-                )[:, :keep]  # (N, keep, C, h, w)
-                self.context = torch.cat([self.context, predicted], dim=1)[:, -self.context_frames:]
-                new_latents.append(predicted)
-        latents = torch.cat(new_latents, dim=1)  # (N, T_step, C, h, w)
+            latents, self.context = rollout_latents(
+                self.model, self.context, rows, self._semantic(), generator=self.generators,
+                num_steps=self.config.sampling_steps, cfg_scale=self.config.cfg_scale,
+            )  # (N, T_step, C, h, w)
         self.pose = targets.astype(np.float64).copy()
         self.frame_index = self.frame_index + self.frames_per_step
         self._frames = None

@@ -186,12 +186,20 @@ def test_frames_per_step_interpolates_and_slides(tiny_model, store_path):
     assert core.action_frames == 4
     pose = core.pose.copy()
     target = pose + 1.0
-    chunks = core.build_chunks(target)
-    assert [keep for _, keep in chunks] == [4, 2]  # two sampler calls, last one partly kept
-    rows = np.concatenate([chunks[0][0], chunks[1][0][:, 1:]], axis=1)[0]  # (1 + 8, 57)
-    expected = np.concatenate([[0], np.arange(1, 7) / 6, [1, 1]])
+    rows = core.step_rows(target)[0]  # (1 + 6, 57)
+    expected = np.concatenate([[0], np.arange(1, 7) / 6])
     np.testing.assert_allclose(rows - pose[0], np.repeat(expected[:, None], ACTION_DIM, 1))
-    np.testing.assert_array_equal(chunks[1][0][:, 0], chunks[0][0][:, -1])
+    calls = []  # the rollout loop: two sampler calls, the second starts at the first's last row
+    predict = core.model.predict
+    core.model.predict = lambda ctx, chunk, *a, **k: calls.append(chunk.clone()) or predict(
+        ctx, chunk, *a, **k)
+    state = core.get_state()
+    core.step(target)
+    core.model.predict = predict
+    core.set_state(state)
+    assert len(calls) == 2 and calls[0].shape[1] == 5
+    np.testing.assert_allclose(calls[0][0, -1].numpy(), calls[1][0, 0].numpy())
+    np.testing.assert_allclose(calls[1][0, -1].numpy() - pose[0], 1.0, rtol=1e-5)  # holds target
     index = core.frame_index[0]
     old_context = core.context.clone()
     obs, *_ = env.step(target[0].astype(np.float32))

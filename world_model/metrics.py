@@ -54,7 +54,8 @@ def ssim(pred, target, window: int = 11) -> np.ndarray:
     _check_pair(pred, target)
     lead = pred.shape[:-3]
     h, w = pred.shape[-3], pred.shape[-2]
-    size = min(window, h, w) | 1
+    size = min(window, h, w)
+    size -= 1 - size % 2  # odd, and never larger than the frame
     kernel = _gaussian_window(size).expand(3, 1, size, size)
     x = pred.reshape(-1, h, w, 3).permute(0, 3, 1, 2)  # (N, 3, H, W)
     y = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
@@ -73,21 +74,36 @@ def ssim(pred, target, window: int = 11) -> np.ndarray:
     return score.mean(dim=(1, 2, 3)).reshape(lead).numpy()
 
 
-def pck(pred_uv, target_uv, visible, threshold: float, scale: float) -> float:
-    """Percentage of correct keypoints: distance < threshold * scale over visible points.
+def pck_correct(pred_uv, target_uv, visible, threshold: float, scale: float, found=None):
+    """Per-keypoint correctness of PCK: (..., K) float, 1 = correct, 0 = wrong, NaN = not scored.
 
-    pred_uv, target_uv: (..., K, 2) pixels; visible: (..., K) bool; scale: a length in pixels
-    (we use the image side, so PCK@10 means within 10% of the image size). Returns a fraction
-    in [0, 1], or NaN when no keypoint is visible.
+    A keypoint is scored where the ground truth is ``visible``; it is correct when the
+    prediction was ``found`` (default: all found) and lies within ``threshold * scale`` pixels
+    (strictly closer). A keypoint the detector did not find counts as wrong, never as skipped.
+    pred_uv, target_uv: (..., K, 2) pixels; visible, found: (..., K) bool; scale: pixels (we use
+    the image side, so PCK@10 = within 10% of the image side).
     """
     pred_uv, target_uv = np.asarray(pred_uv, np.float64), np.asarray(target_uv, np.float64)
     visible = np.asarray(visible, bool)
-    if pred_uv.shape != target_uv.shape or pred_uv.shape[:-1] != visible.shape:
+    found = np.ones(visible.shape, bool) if found is None else np.asarray(found, bool)
+    if (
+        pred_uv.shape != target_uv.shape
+        or pred_uv.shape[:-1] != visible.shape
+        or found.shape != visible.shape
+    ):
         raise ValueError(
-            f"pck expects pred/target (..., K, 2) and visible (..., K), got {pred_uv.shape}, "
-            f"{target_uv.shape}, {visible.shape}"
+            f"pck expects pred/target (..., K, 2) and visible/found (..., K), got {pred_uv.shape}, "
+            f"{target_uv.shape}, {visible.shape}, {found.shape}"
         )
-    if not visible.any():
-        return float("nan")
     distance = np.linalg.norm(pred_uv - target_uv, axis=-1)
-    return float((distance[visible] < threshold * scale).mean())
+    correct = (found & (distance < threshold * scale)).astype(np.float64)
+    return np.where(visible, correct, np.nan)
+
+
+def pck(pred_uv, target_uv, visible, threshold: float, scale: float, found=None) -> float:
+    """Percentage of correct keypoints over the visible ground-truth points (see
+    :func:`pck_correct`): a fraction in [0, 1], or NaN when no keypoint is visible."""
+    correct = pck_correct(pred_uv, target_uv, visible, threshold, scale, found)
+    if np.isnan(correct).all():
+        return float("nan")
+    return float(np.nanmean(correct))

@@ -1,0 +1,180 @@
+"""``dexac evaluate``: world-model checkpoints scored the way the paper scores them.
+
+    dexac evaluate --checkpoint dexac_env/assets/tiny_dexac.safetensors \
+        --checkpoint runs/wm_tiny_mlp_global/model.safetensors --store data/sim.zarr \
+        --split test --frames 16 --out benchmarks/results/eval_16.json
+
+writes ``eval_16.json`` (every figure, with the command), ``eval_16.md`` (the paper's Table 3/4
+layout + the action-sensitivity table), ``eval_16_curves.png`` (PSNR and per-family PCK@10 per
+predicted frame) and ``eval_16_strip.png`` (imagined vs true frames with detected keypoints).
+``--analysis`` adds the AdaLN action-embedding heatmap and the action-token PCA/t-SNE figures.
+
+This module is the glue that reads stores (dexac_env); the scoring itself (evaluation.report)
+sees plain arrays. The ``dexac`` command finds it through the ``dexac.commands`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DETECTOR = str(Path(__file__).parent / "assets" / "detector_tiny.safetensors")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="score world-model checkpoints (PCK per family, "
+                              "PSNR/SSIM, *_sim distribution metrics, action sensitivity)")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="a world-model .safetensors file (repeat to compare)")
+    p.add_argument("--label", action="append", default=None,
+                   help="row name per checkpoint (default: the model's conditioning variant)")
+    p.add_argument("--store", default="data/sim.zarr", help="episode store with keypoints")
+    p.add_argument("--split", default="test")
+    p.add_argument("--frames", type=int, default=16, help="predicted frames per episode")
+    p.add_argument("--limit", type=int, default=None, help="score the first N episodes")
+    p.add_argument("--num-steps", type=int, default=None, help="sampler steps (default: model's)")
+    p.add_argument("--frames-per-call", type=int, default=None,
+                   help="predicted frames kept per sampler call (default: a whole chunk; "
+                   "1 = the env's default 1-frame step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help="keypoint detector file (python -m training.train_detector)")
+    p.add_argument("--out", default="benchmarks/results/evaluate.json",
+                   help="JSON path; .md and .png files are written next to it")
+    p.add_argument("--analysis", action="store_true",
+                   help="also draw the AdaLN action-embedding heatmap and action-token PCA/t-SNE")
+    p.set_defaults(func=run_evaluate)
+
+
+def load_episodes(store, split: str, min_frames: int):
+    """EpisodeArrays of a split with at least ``min_frames`` frames (keypoints + landmarks)."""
+    from evaluation.rollouts import EpisodeArrays  # noqa: PLC0415
+
+    episodes = []
+    for episode in store.episodes(split):
+        if episode.length < min_frames:
+            continue
+        keys = set(episode.keys())
+        uv, visible = [episode.read("keypoints_2d")], [episode.read("keypoints_visible")]
+        if "landmarks_2d" in keys:
+            uv.append(episode.read("landmarks_2d"))
+            visible.append(episode.read("landmarks_visible"))
+        episodes.append(EpisodeArrays(
+            episode.name, episode.read("rgb"), episode.read("action").astype(np.float64),
+            np.concatenate(uv, 1), np.concatenate(visible, 1), episode.task_text))
+    return episodes
+
+
+def action_variants(episodes, context: int, frames: int):
+    """``variants_of(episode, index)``: true, frozen and another episode's re-anchored motion."""
+    from dexac_env.actions import reanchor_motion  # noqa: PLC0415
+    from evaluation.rollouts import action_rows  # noqa: PLC0415
+
+    def variants_of(episode, index: int) -> dict[str, np.ndarray]:
+        true = action_rows(episode.actions, context, frames)
+        donor = episodes[(index + 1) % len(episodes)]
+        motion = action_rows(donor.actions, context, frames)
+        return {"true": true, "frozen": np.repeat(true[:1], len(true), axis=0),
+                "other": reanchor_motion(motion, true[0]).astype(np.float64)}
+
+    return variants_of
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.label is not None and len(args.label) != len(args.checkpoint):
+        raise ValueError(f"give one --label per --checkpoint ({len(args.checkpoint)}), "
+                         f"got {len(args.label)}")
+    for path in [*args.checkpoint, args.detector]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``dexac evaluate`` command that reproduces this run (recorded with its figures)."""
+    parts = ["dexac", "evaluate"]
+    for i, path in enumerate(args.checkpoint):
+        parts += ["--checkpoint", path] + (["--label", args.label[i]] if args.label else [])
+    for flag in ("store", "split", "frames", "limit", "num_steps", "frames_per_call", "seed",
+                 "detector", "out"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    return shlex.join(parts + (["--analysis"] if args.analysis else []))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from dexac_env.replay.store import EpisodeStore  # noqa: PLC0415
+    from evaluation.detector import KeypointDetector  # noqa: PLC0415
+    from evaluation.report import evaluate_checkpoint  # noqa: PLC0415
+    from world_model import WorldModel  # noqa: PLC0415
+
+    _check_args(args)
+    store = EpisodeStore.open(args.store)
+    detector = KeypointDetector.load(args.detector)
+    results, models = [], []
+    for i, path in enumerate(args.checkpoint):
+        model = WorldModel.from_pretrained(path).eval()
+        context = model.config.context_frames
+        episodes = load_episodes(store, args.split, context + args.frames)[: args.limit]
+        if not episodes:
+            raise ValueError(f"no episode of split {args.split!r} in {args.store} has "
+                             f"{context + args.frames} frames; generate longer ones "
+                             f"(dexac sim generate --frames N)")
+        label = args.label[i] if args.label else model.config.conditioning.variant
+        result = evaluate_checkpoint(
+            model, episodes, action_variants(episodes, context, args.frames), detector,
+            args.frames, args.seed, args.num_steps, args.frames_per_call, label=label)
+        results.append({"label": label, "checkpoint": path, **result})
+        models.append((label, model, episodes))
+    report = {"command": command_line(args),
+              "store": args.store, "split": args.split, "frames": args.frames,
+              "detector": args.detector, "detector_ceiling": detector.info.get("ceiling"),
+              "results": results}
+    write_outputs(report, models, detector, args)
+    return 0
+
+
+def write_outputs(report: dict, models, detector, args: argparse.Namespace) -> None:
+    from evaluation.figures import plot_curves  # noqa: PLC0415
+    from evaluation.tables import markdown_report  # noqa: PLC0415
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = out.with_suffix("")
+    out.write_text(json.dumps(report, indent=1))
+    markdown = markdown_report(report)
+    Path(f"{stem}.md").write_text(markdown)
+    plot_curves(report["results"], f"{stem}_curves.png")
+    write_strip(models, detector, args, f"{stem}_strip.png")
+    if args.analysis:
+        from evaluation.analysis import write_analysis  # noqa: PLC0415
+
+        write_analysis([(label, model) for label, model, _ in models], models[0][2],
+                       str(stem))
+    print(markdown)
+    print(f"wrote {out}, {stem}.md, {stem}_curves.png, {stem}_strip.png")
+
+
+def write_strip(models, detector, args: argparse.Namespace, path: str) -> None:
+    """Rows: the true frames, then each checkpoint's imagined frames (true actions) and the
+    first checkpoint's frozen-action frames, for the first episode; detections drawn."""
+    from evaluation.figures import plot_strip  # noqa: PLC0415
+    from evaluation.rollouts import imagine  # noqa: PLC0415
+
+    label, model, episodes = models[0]
+    episode, context = episodes[0], model.config.context_frames
+    variants = action_variants(episodes, context, args.frames)(episode, 0)
+    truth = episode.rgb[context : context + args.frames]
+    rows = [("true", truth, detector.detect(truth))]
+    for i, (name, m, _) in enumerate(models):
+        wanted = {k: variants[k] for k in (("true", "frozen") if i == 0 else ("true",))}
+        frames = imagine(m, episode, wanted, args.frames, args.seed, args.num_steps,
+                         args.frames_per_call)
+        rows += [(f"{name} ({k})", f, detector.detect(f)) for k, f in frames.items()]
+    plot_strip(rows, detector.config.point_families, path)

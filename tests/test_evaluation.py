@@ -1,0 +1,259 @@
+"""The yardstick: PCK per family, detector training, action sensitivity, metric cross-checks,
+and ``dexac evaluate`` end to end on the shipped model."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from dexac_env.actions import matrix_from_rot6d, reanchor_motion, rot6d_from_matrix
+from evaluation.detector import Detections, DetectorConfig, KeypointDetector
+from evaluation.distribution import fid_sim, fvd_sim, lpips_sim
+from evaluation.report import evaluate_checkpoint
+from evaluation.rollouts import EpisodeArrays, action_rows
+from evaluation.scoring import family_means, mean_ci, point_correctness
+from world_model.metrics import pck_correct, psnr, ssim
+
+FAMILIES = ("wrist", "finger", "finger", "head")
+
+
+def test_pck_counts_missing_as_wrong_and_skips_invisible():
+    target = np.array([[[10, 10], [20, 20], [30, 30], [40, 40]]], float)
+    pred = target + np.array([[[1, 0], [0, 7], [0, 0], [0, 0]]])
+    visible = np.array([[True, True, True, False]])
+    found = np.array([[True, True, False, True]])
+    correct = pck_correct(pred, target, visible, threshold=0.1, scale=64, found=found)
+    # 1 px: right; 7 px > 6.4: wrong; not found: wrong; invisible: not scored
+    np.testing.assert_array_equal(correct[0, :3], [1, 0, 0])
+    assert np.isnan(correct[0, 3])
+    means = family_means(correct, FAMILIES)
+    assert means == {"all": pytest.approx(1 / 3), "wrist": 1.0, "finger": 0.0, "head": None}
+    assert family_means(correct, ("wrist", "finger", "finger", "finger"))["head"] is None
+
+
+def test_point_correctness_thresholds_are_strict_fractions_of_the_side():
+    detections = Detections(uv=np.array([[[0.0, 3.1]]]), found=np.ones((1, 1), bool),
+                            presence=np.ones((1, 1)), features=np.zeros((1, 4)))
+    correct = point_correctness(detections, np.zeros((1, 1, 2)), np.ones((1, 1), bool), 64)
+    assert (correct["pck@5"][0, 0], correct["pck@10"][0, 0]) == (1.0, 1.0)
+    detections.uv[0, 0, 1] = 3.3  # > 3.2 px = 5% of 64
+    correct = point_correctness(detections, np.zeros((1, 1, 2)), np.ones((1, 1), bool), 64)
+    assert (correct["pck@5"][0, 0], correct["pck@10"][0, 0]) == (0.0, 1.0)
+
+
+def test_mean_ci_matches_student_t():
+    ci = mean_ci([1.0, 2.0, 3.0, None, float("nan")])
+    assert ci["n"] == 3 and ci["mean"] == pytest.approx(2.0)
+    assert ci["ci95"] == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+
+
+def test_psnr_ssim_agree_with_scikit_image():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    for i in range(2):
+        assert psnr(a[i], b[i]) == pytest.approx(peak_signal_noise_ratio(b[i], a[i]), abs=1e-3)
+        expected = structural_similarity(b[i], a[i], channel_axis=-1, gaussian_weights=True,
+                                         sigma=1.5, use_sample_covariance=False, data_range=255)
+        assert ssim(a[i], b[i]) == pytest.approx(expected, abs=2e-3)
+
+
+def _dot_frames(points: np.ndarray, size: int = 32) -> np.ndarray:
+    """Dark frames with one coloured 3x3 dot per point; points (N, K, 2)."""
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], np.uint8)
+    frames = np.full((len(points), size, size, 3), 20, np.uint8)
+    for n, frame_points in enumerate(points):
+        for k, (u, v) in enumerate(frame_points.astype(int)):
+            frames[n, max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2] = colours[k]
+    return frames
+
+
+def _tiny_detector() -> KeypointDetector:
+    torch.manual_seed(0)
+    return KeypointDetector(DetectorConfig(("a", "b", "c", "d"), FAMILIES, 32, (8, 8, 16)))
+
+
+def test_detector_trains_and_finds_dots():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(4, 28, (64, 4, 2))
+    batch = {"frames": torch.from_numpy(_dot_frames(points)),
+             "points_uv": torch.from_numpy(points).float(),
+             "visible": torch.ones(64, 4, dtype=torch.bool)}
+    detector = _tiny_detector()
+    optimizer = torch.optim.AdamW(detector.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss, logs = detector.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(logs["loss"])
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    detections = detector.eval().detect(batch["frames"].numpy())
+    assert detections.uv.shape == (64, 4, 2) and detections.found.mean() > 0.9
+    assert np.median(np.linalg.norm(detections.uv - points, axis=-1)) < 2.5
+
+
+def test_detector_save_load_round_trip(tmp_path):
+    detector = _tiny_detector().eval()
+    path = str(tmp_path / "det.safetensors")
+    detector.save(path, extra={"ceiling": {"x": 1.0}})
+    loaded = KeypointDetector.load(path)
+    frames = _dot_frames(np.full((2, 4, 2), 10.0))
+    np.testing.assert_allclose(loaded.detect(frames).uv, detector.detect(frames).uv)
+    assert loaded.info["ceiling"] == {"x": 1.0}
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        KeypointDetector.load(str(tmp_path / "bad.safetensors"))
+
+
+def test_reanchor_motion_replays_the_displacement_from_the_new_start():
+    rng = np.random.default_rng(1)
+    motion = rng.normal(0, 0.1, (5, 57))
+    for dims in (slice(3, 9), slice(12, 18), slice(21, 27)):
+        angles = rng.normal(0, 0.3, (5, 3))
+        motion[:, dims] = rot6d_from_matrix(np.stack([_rotation(a) for a in angles]))
+    start = rng.normal(0, 0.1, 57)
+    start[3:9] = rot6d_from_matrix(_rotation([0.2, -0.1, 0.4]))
+    start[12:18] = start[21:27] = rot6d_from_matrix(np.eye(3))
+    out = reanchor_motion(motion, start)
+    np.testing.assert_allclose(out[0, :3], start[:3], atol=1e-6)
+    np.testing.assert_allclose(out[3, 30:33] - out[0, 30:33], motion[3, 30:33] - motion[0, 30:33],
+                               atol=1e-6)
+    got = matrix_from_rot6d(out[3, 3:9]) @ matrix_from_rot6d(out[0, 3:9]).T
+    want = matrix_from_rot6d(motion[3, 3:9]) @ matrix_from_rot6d(motion[0, 3:9]).T
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    held = reanchor_motion(np.repeat(motion[:1], 4, axis=0), start)
+    np.testing.assert_allclose(held, np.repeat(held[:1], 4, axis=0), atol=1e-6)
+
+
+def _rotation(angles) -> np.ndarray:
+    x, y, z = angles
+    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+# -- action sensitivity on stub world models --------------------------------------------------
+
+
+class StubModel:
+    """A world model whose latent frame is a grey level: ``follows`` copies action dim 18 (the
+    right wrist's x) into it; otherwise it repeats the last context frame (ignores actions)."""
+
+    def __init__(self, follows: bool) -> None:
+        self.follows = follows
+        self.config = SimpleNamespace(context_frames=1, chunk_frames=2, action_frames=2,
+                                      temporal_compression=1)
+
+    def encode(self, frames):  # (B, T, H, W, 3) -> (B, T, 1, 1, 1)
+        return frames.float().mean(dim=(2, 3, 4))[..., None, None, None] / 255.0
+
+    def decode(self, latents):  # (B, T, 1, 1, 1) -> (B, T, 8, 8, 3) uint8
+        grey = (latents.clamp(0, 1) * 255).round().to(torch.uint8)
+        return grey.expand(*latents.shape[:2], 8, 8, 3).contiguous()
+
+    def encode_semantic(self, frame, texts):
+        return None
+
+    def clear_cache(self):
+        pass
+
+    def predict(self, context, chunk, semantic=None, generator=None, num_steps=None,
+                cfg_scale=None):
+        if self.follows:
+            return chunk[:, 1:, 18].reshape(chunk.shape[0], -1, 1, 1, 1).clamp(0, 1)
+        return context[:, -1:].expand(-1, 2, -1, -1, -1)
+
+
+def _stub_episode() -> EpisodeArrays:
+    actions = np.zeros((9, 57))
+    actions[:, 18] = np.linspace(0.1, 0.9, 9)
+    rgb = np.broadcast_to((actions[:, 18] * 255).round().astype(np.uint8)[:, None, None, None],
+                          (9, 8, 8, 3)).copy()
+    return EpisodeArrays("stub", rgb, actions, np.zeros((9, 4, 2)), np.ones((9, 4), bool), "t")
+
+
+def _gaps(model) -> dict:
+    episode = _stub_episode()
+
+    def variants_of(ep, index):
+        true = action_rows(ep.actions, 1, 6)
+        return {"true": true, "frozen": np.repeat(true[:1], 7, axis=0), "other": true[::-1].copy()}
+
+    result = evaluate_checkpoint(model, [episode, episode], variants_of, None, frames=6)
+    return result["sensitivity"]
+
+
+def test_action_sensitivity_is_zero_for_a_model_that_ignores_actions():
+    gaps = _gaps(StubModel(follows=False))
+    assert gaps["psnr true-frozen"]["mean"] == pytest.approx(0.0)
+    assert gaps["psnr true-other"]["mean"] == pytest.approx(0.0)
+
+
+def test_action_sensitivity_is_positive_for_a_model_that_follows_actions():
+    gaps = _gaps(StubModel(follows=True))
+    assert gaps["psnr true-frozen"]["mean"] > 20.0
+    assert gaps["psnr true-other"]["mean"] > 5.0
+
+
+# -- distribution metrics ---------------------------------------------------------------------
+
+
+def test_sim_distribution_metrics_separate_shifted_sets():
+    detector = _tiny_detector().eval()
+    rng = np.random.default_rng(0)
+    real = _dot_frames(rng.uniform(4, 28, (40, 4, 2)))
+    fake = np.clip(real.astype(int) + 90, 0, 255).astype(np.uint8)
+    same = fid_sim(detector, real, real)
+    assert abs(same) < 1e-3 and fid_sim(detector, real, fake) > same + 1e-3
+    features = rng.normal(size=(30, 6, 5))
+    assert abs(fvd_sim(features, features)) < 1e-6
+    assert fvd_sim(features, features + 1.0) > 1.0
+    assert lpips_sim(detector, real[:3], real[:3]) == pytest.approx(np.zeros(3), abs=1e-6)
+    assert (lpips_sim(detector, real[:3], fake[:3]) > 0).all()
+
+
+# -- the CLI on the shipped model -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dexac_evaluate_writes_tables_plots_and_json(tmp_path):
+    from dexac_env.cli import main
+    from dexac_env.defaults import DEFAULT_CHECKPOINT, DEFAULT_STORE
+    from dexac_env.replay.store import EpisodeStore
+    from training.train_detector import point_set
+
+    names, families = point_set(EpisodeStore.open(DEFAULT_STORE))
+    torch.manual_seed(0)
+    detector = KeypointDetector(DetectorConfig(names, families, 64, (8, 8, 16)))
+    detector.save(str(tmp_path / "det.safetensors"))
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--checkpoint", str(DEFAULT_CHECKPOINT),
+                 "--store", str(DEFAULT_STORE), "--split", "train", "--frames", "4",
+                 "--limit", "2", "--num-steps", "1", "--detector", str(tmp_path / "det.safetensors"),
+                 "--out", str(out), "--analysis"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    result = report["results"][0]
+    assert result["episodes"] == 2 and result["label"] == "dexac"
+    assert set(result["methods"]) >= {"true", "frozen", "other", "vae_reconstruction",
+                                      "copy_last_context", "true_frames"}
+    assert "pck@10/head" in result["methods"]["true"] and "psnr true-frozen" in result["sensitivity"]
+    assert report["command"].startswith("dexac evaluate --checkpoint")
+    for suffix in (".md", "_curves.png", "_strip.png", "_adaln_heatmap.png", "_tokens_pca.png"):
+        assert (tmp_path / f"eval{suffix}").stat().st_size > 0, suffix
+    assert "| **dexac** |" in (tmp_path / "eval.md").read_text()
+
+
+def test_restated_family_constant_agrees_with_the_action_layout():
+    from dexac_env.actions import FAMILY_INDEX, FAMILY_NAMES
+    from evaluation.analysis import FAMILY_OF_DIM
+
+    assert list(FAMILY_OF_DIM) == [FAMILY_NAMES[i] for i in FAMILY_INDEX]
