@@ -53,8 +53,9 @@ MAX_OBJECTS = 5  # the most objects a task layout holds (tasks.py; tested)
 
 
 def pad_rows(rows: np.ndarray, count: int) -> np.ndarray:
-    """(N, D) -> (count, D), the rows after N filled with NaN."""
-    padded = np.full((count, rows.shape[1]), np.nan)
+    """(N, D) -> (count, D), the rows after N zero (not NaN: NaN != NaN breaks the env
+    checkers' determinism test)."""
+    padded = np.zeros((count, rows.shape[1]))
     padded[: len(rows)] = rows
     return padded
 
@@ -133,7 +134,7 @@ class DexACSimEnv(gym.Env):
     (KEYPOINT_NAMES order, the reached fingertips), ``landmarks_2d`` (4, 2) float32 and
     ``landmarks_visible`` (4,) bool: the static table landmarks ``scene.LANDMARK_NAMES``, whose
     image motion is pure head motion (the head family of keypoint metrics), ``object_poses``
-    (MAX_OBJECTS, 7) world xyz + wxyz, the first ``object_count`` rows real and the rest NaN (one
+    (MAX_OBJECTS, 7) world xyz + wxyz, the first ``object_count`` rows real and the rest zero (one
     shape for every layout, so vector envs can stack infos), ``object_names``, ``physics_reset``
     (True when the solver failed this step and the objects went back to their state before it),
     ``success``, ``task``, ``task_description``, ``intrinsics`` (3, 3).
