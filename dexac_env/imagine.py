@@ -138,11 +138,11 @@ def run_imagine(args: argparse.Namespace) -> int:
     _, info = env.reset(seed=args.seed, options=options)
     core = env.unwrapped.core
     store: EpisodeStore = core.store
-    episode = store.episode(info["episode"])
-    demo = core.demo_actions(info["episode"])
+    episode = store.episode(info["episode_name"])
+    demo = core.demo_actions(info["episode_name"])
     assert demo.shape[1] == ACTION_DIM
     frames, poses = imagine_rollout(env, args.steps, args.actions, core.pose[0].copy(), demo)
-    print(f"imagine: episode {info['episode']!r} ({episode.attrs.get('task')}), "
+    print(f"imagine: episode {info['episode_name']!r} ({episode.attrs.get('task')}), "
           f"{args.steps} steps x {core.frames_per_step} frames, actions={args.actions}")
     video = frames
     if episode.attrs.get("source") == "sim" and not args.no_sim:

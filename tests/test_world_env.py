@@ -99,7 +99,7 @@ def test_same_seed_same_episode(tiny_model, store_path):
     def rollout(seed):
         obs, info = env.reset(seed=seed)
         frames = [obs] + [env.step(action)[0] for _ in range(3)]
-        return info["episode"], np.stack(frames)
+        return info["episode_name"], np.stack(frames)
 
     name_a, frames_a = rollout(7)
     name_b, frames_b = rollout(7)
@@ -171,9 +171,9 @@ def test_reset_options_and_render(tiny_model, store_path):
     env = make_env(tiny_model, store_path, render_mode="rgb_array", task="pour")
     obs, info = env.reset(seed=0, options={"episode": "ep1", "start": 3})
     context = env.unwrapped.core.context_pixel_frames
-    assert (info["episode"], info["start"], info["frame_index"]) == ("ep1", 3, 3 + context - 1)
+    assert (info["episode_name"], info["start"], info["frame_index"]) == ("ep1", 3, 3 + context - 1)
     np.testing.assert_array_equal(env.render(), obs)
-    assert env.reset(options={"episode": 0})[1]["episode"] == "ep0"
+    assert env.reset(options={"episode": 0})[1]["episode_name"] == "ep0"
     for options in ({"episode": 5}, {"start": EPISODE_LENGTH}, {"colour": 1}):
         with pytest.raises(ValueError):
             env.reset(options=options)
@@ -285,7 +285,7 @@ def test_first_frame_round_trip_psnr():
         pytest.skip(f"needs the default episode store {DEFAULT_STORE} (not shipped yet)")
     env = gym.make("DexACWorld-v0", sampling_steps=1)
     obs, info = env.reset(seed=0, options={"episode": 0, "start": 0})
-    stored = EpisodeStore.open(DEFAULT_STORE).episode(info["episode"]).read(
+    stored = EpisodeStore.open(DEFAULT_STORE).episode(info["episode_name"]).read(
         "rgb", info["frame_index"], info["frame_index"] + 1)[0]
     value = float(psnr(obs, stored))
     assert value >= 24.0, f"round-trip PSNR {value:.1f} dB < 24 dB"
