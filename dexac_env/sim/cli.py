@@ -25,6 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--play-fraction", type=float, default=0.15, help="share of random-play episodes"
     )
+    gen.add_argument("--val-fraction", type=float, default=0.1, help="share of val episodes")
+    gen.add_argument(
+        "--test-fraction", type=float, default=0.1,
+        help="share of test episodes (held-out colours); e.g. 0.9 for a long-horizon test store",
+    )
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(func=run_generate)
 
@@ -63,6 +68,8 @@ def run_generate(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         play_fraction=args.play_fraction,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
     )
     summary = generate(config, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
