@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 
-.PHONY: demo test venv lint bench clean-venv default-model
+.PHONY: demo test venv lint bench clean-venv default-model evaluate
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,4 +45,13 @@ default-model: venv
 	$(PY) training/export.py runs/wm_tiny_dexac --compact --output dexac_env/assets/tiny_dexac.safetensors
 	rm -rf dexac_env/assets/default_episodes.zarr
 	$(VENV)/bin/dexac sim generate --task all --episodes 10 --out dexac_env/assets/default_episodes.zarr --resolution 64 --fps 10 --workers 1 --seed 1
-	$(PY) training/evaluate_rollouts.py --checkpoint runs/wm_tiny_dexac/model.safetensors --checkpoint runs/wm_tiny_mlp_global/model.safetensors --store data/sim.zarr --split test --frames 16 --out benchmarks/results/rollout_quality.json
+	$(VENV)/bin/dexac sim generate --task all --episodes 40 --frames 72 --test-fraction 0.9 --val-fraction 0.05 --out data/sim_long.zarr --resolution 64 --fps 10 --workers 1 --seed 2
+	$(PY) -m training.train_detector --config configs/detector/tiny.yaml
+	$(MAKE) evaluate
+
+# The yardstick (docs/evaluation.md): the shipped DexAC model and the mlp_global baseline on the
+# simulator's held-out test split, 16 frames (data/sim.zarr) and 64 frames (data/sim_long.zarr).
+EVAL_CHECKPOINTS := --checkpoint dexac_env/assets/tiny_dexac.safetensors --label dexac --checkpoint runs/wm_tiny_mlp_global/model.safetensors --label mlp_global
+evaluate: venv
+	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim.zarr --split test --frames 16 --out benchmarks/results/eval_16.json --analysis
+	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim_long.zarr --split test --frames 64 --out benchmarks/results/eval_64.json
