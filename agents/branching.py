@@ -1,0 +1,147 @@
+"""Scorers for the planners: action sequences rolled out in imagination or in cloned simulators.
+
+Both score ``(K, horizon, A)`` normalised sequences (:mod:`agents.actions`) from a root state
+and return the summed reward of each:
+
+- :class:`WorldBranch`: the world model. The root is an imagined state (``get_state`` of a
+  ``DexACWorld-v0`` env) or real frames (``sync_frames``: the simulator's last frames are
+  encoded into the context, so MPC in imagination acts in the real env). The root is tiled K
+  ways (``select_state``) and all K branches advance in one sampler call per step, with the
+  same noise (common random numbers: branches differ only by their actions). Objective: the
+  env's reward (``"learned"`` head, ``"goal_image"`` distance to a goal frame's latent).
+- :class:`SimBranch`: the simulator itself, restored with ``DexACSimEnv.get_state`` /
+  ``set_state`` before every sequence, scored with the task's true reward: the oracle model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.actions import DeltaPose, DeltaPoseState, StepLimits
+from agents.envs import AgentEnvConfig
+from dexac_env.world_core import CoreState, select_state
+
+
+def state_from_frames(core: Any, frames: list[np.ndarray], poses: np.ndarray, texts: list[str],
+                      seeds: list[int], goals: list[np.ndarray] | None = None) -> CoreState:
+    """A :class:`CoreState` of ``len(frames)`` envs that starts imagination from real frames.
+
+    frames: per env, (context_pixel_frames, H, W, 3) uint8, oldest first. poses: (N, 57)
+    commanded pose of the newest frame. texts: task descriptions (semantic branch). seeds: the
+    sampler generator seed per env. goals: per env an (H, W, 3) goal frame, for ``goal_image``.
+    The episode names stay those the core was reset on (rewards that read demonstrations, such
+    as ``pose_tracking``, are meaningless from real frames).
+    """
+    n, model = len(frames), core.model
+    if core.reward_fn.needs_goal and goals is None:
+        raise ValueError(f"the {core.reward_fn.name!r} objective needs goal frames")
+    with torch.no_grad():
+        pixels = torch.from_numpy(np.stack(frames)).to(core.device)  # (N, T, H, W, 3)
+        context = model.encode(pixels)  # (N, context_frames, C, h, w)
+        semantic = [model.encode_semantic(pixels[i, -1:], [texts[i]]) for i in range(n)]
+        goal = None if goals is None else model.encode(
+            torch.from_numpy(np.stack(goals))[:, None].to(core.device))[:, -1]  # (N, C, h, w)
+    if context.shape[1:] != core.context.shape[1:]:
+        raise ValueError(f"{len(frames[0])} frames encode to {tuple(context.shape[1:])}, the core "
+                         f"needs {tuple(core.context.shape[1:])}")
+    generators = [torch.Generator(device=core.device).manual_seed(int(s)) for s in seeds]
+    # Start from the core's own state (valid episode names, any vector-env fields), then
+    # replace what the real frames define.
+    base = select_state(core.get_state(), [i % core.num_envs for i in range(n)])
+    updates = {
+        "context": context, "pose": np.asarray(poses, np.float64).reshape(n, -1).copy(),
+        "frame_index": np.full(n, core.context_pixel_frames - 1, dtype=np.int64),
+        "generator_states": [g.get_state() for g in generators],
+    }
+    if "semantic_rows" in {f.name for f in fields(base)}:
+        updates |= {"semantic_rows": semantic, "goal_latent": goal}
+    else:  # CoreState before dexac_env's refactor kept them in ``extra``
+        updates["extra"] = {**base.extra, "semantic_rows": semantic, "goal": goal}
+    return replace(base, **updates)
+
+
+def world_vector_env(config: AgentEnvConfig, num_envs: int, reward: str | None = None) -> Any:
+    """A latent-observation ``DexACWorldVectorEnv`` for branching (no decoding, no time limit)."""
+    from dexac_env.vector_env import DexACWorldVectorEnv  # noqa: PLC0415
+
+    kwargs = config.world_kwargs() | {"obs_mode": "latent"}
+    if reward is not None:
+        kwargs["reward"] = reward
+    venv = DexACWorldVectorEnv(num_envs=num_envs, max_episode_steps=None, **kwargs)
+    venv.reset(seed=0)
+    return venv
+
+
+class WorldBranch:
+    """Scores sequences in imagination; ``population`` fixes the batch (the planner's K)."""
+
+    def __init__(self, config: AgentEnvConfig, population: int, objective: str = "learned",
+                 limits: StepLimits | None = None):
+        self.venv = world_vector_env(config, population, reward=objective)
+        self.core = self.venv.core
+        self.population = population
+        self.delta = DeltaPose(population, config.action_set, limits)
+        self.root: CoreState | None = None
+        self.root_delta: DeltaPoseState | None = None
+
+    def sync_state(self, state: CoreState, delta: DeltaPoseState) -> None:
+        """Branch from an imagined state of one env (``select_state`` it first if batched)."""
+        if len(state.episodes) != 1 or delta.pose.shape[0] != 1:
+            raise ValueError("sync_state takes the state of one env")
+        self.root, self.root_delta = state, delta
+
+    def sync_frames(self, frames: np.ndarray, delta: DeltaPoseState, text: str, seed: int,
+                    goal: np.ndarray | None = None) -> None:
+        """Branch from real frames (context_pixel_frames, H, W, 3) uint8, oldest first."""
+        state = state_from_frames(self.core, [frames], delta.pose, [text], [seed],
+                                  None if goal is None else [goal])
+        self.sync_state(state, delta)
+
+    def __call__(self, sequences: np.ndarray) -> np.ndarray:
+        if self.root is None:
+            raise RuntimeError("call sync_state or sync_frames before scoring")
+        k, horizon, _ = sequences.shape
+        if k != self.population:
+            raise ValueError(f"expected {self.population} sequences, got {k}")
+        self.core.set_state(select_state(self.root, [0] * k))
+        self.delta.set_state(self.root_delta.select([0] * k))
+        total = np.zeros(k)
+        for h in range(horizon):
+            reward, _ = self.core.step(self.delta(sequences[:, h]))
+            total += reward
+        return total
+
+
+class SimBranch:
+    """Scores sequences in a private simulator restored to the real one's state."""
+
+    def __init__(self, config: AgentEnvConfig, limits: StepLimits | None = None):
+        from dexac_env.sim.env import DexACSimEnv  # noqa: PLC0415
+
+        self.sim = DexACSimEnv(task=config.task, color_split=config.color_split)
+        self.sim.reset(seed=0)
+        self.delta = DeltaPose(1, config.action_set, limits)
+        self.root: dict[str, Any] | None = None
+        self.root_delta: DeltaPoseState | None = None
+
+    def sync(self, sim_state: dict[str, Any], delta: DeltaPoseState) -> None:
+        self.root, self.root_delta = sim_state, delta
+
+    def __call__(self, sequences: np.ndarray) -> np.ndarray:
+        if self.root is None:
+            raise RuntimeError("call sync before scoring")
+        returns = np.zeros(len(sequences))
+        for k, sequence in enumerate(sequences):
+            self.sim.set_state(self.root)
+            self.delta.set_state(self.root_delta)
+            for action in sequence:
+                _, reward, *_ = self.sim.step(self.delta(action[None])[0].astype(np.float32))
+                returns[k] += reward
+        return returns
+
+    def close(self) -> None:
+        self.sim.close()

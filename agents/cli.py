@@ -1,0 +1,200 @@
+"""``dexac agent``: train, plan and evaluate policies in imagination and in the simulator.
+
+    dexac agent train --env world --task touch --steps 4096 --out runs/agents/ppo_world
+    dexac agent plan --model world --planner cem --task touch --seed 1000 --out plan.mp4
+    dexac agent eval --task touch --seeds 20 --policy random --policy expert \
+        --policy ppo_world=runs/agents/ppo_world/model.zip --policy mpc_world --policy mpc_sim \
+        --out benchmarks/results/agents_touch.json
+    dexac agent reward --store data/sim.zarr --split test
+
+Registered through the ``dexac.commands`` entry point (agents imports dexac_env, never the
+reverse). Heavy imports happen inside the subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_EVAL_SEED = 1000  # held-out seeds start here (training draws from its own seed)
+
+
+def _env_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="touch", help="simulator task / store episodes' task")
+    p.add_argument("--action-set", default="wrist_pos_grasp",
+                   help="full | wrists_grasp | wrist_pos_grasp (agents.actions.ACTION_SETS)")
+    p.add_argument("--max-episode-steps", type=int, default=30)
+    p.add_argument("--checkpoint", default=None, help="world model (default: shipped)")
+    p.add_argument("--store", default=None, help="episodes that start imagination (default: shipped)")
+    p.add_argument("--split", default="train", help="store split imagination starts from")
+    p.add_argument("--sampling-steps", type=int, default=2, help="sampler steps per imagined chunk")
+
+
+def _planner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner", choices=("cem", "mppi"), default="cem")
+    p.add_argument("--objective", choices=("learned", "goal_image"), default="learned",
+                   help="imagination's objective (the simulator plans on its true reward)")
+    p.add_argument("--horizon", type=int, default=3)
+    p.add_argument("--population", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=2)
+
+
+def register(subparsers) -> None:
+    agent = subparsers.add_parser("agent", help="policies and planners in imagination, judged "
+                                  "in the simulator")
+    sub = agent.add_subparsers(dest="agent_command", required=True)
+    train = sub.add_parser("train", help="PPO/SAC in DexACWorld-v0 or DexACSim-v0 (resumable)")
+    _env_args(train)
+    train.add_argument("--env", choices=("world", "sim"), default="world")
+    train.add_argument("--algo", choices=("ppo", "sac"), default="ppo")
+    train.add_argument("--reward", default="learned", help="world reward: learned | goal_image | pose_tracking")
+    train.add_argument("--success-termination", type=float, default=None,
+                       help="end imagined episodes at this success probability")
+    train.add_argument("--steps", type=int, default=2048, help="total env steps")
+    train.add_argument("--num-envs", type=int, default=4)
+    train.add_argument("--n-steps", type=int, default=64, help="PPO rollout per env")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="run folder (model.zip, logs)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/model.zip")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=run_train)
+    plan = sub.add_parser("plan", help="MPC (CEM/MPPI) on one simulator episode")
+    _env_args(plan)
+    _planner_args(plan)
+    plan.add_argument("--model", choices=("world", "sim"), default="world",
+                      help="plan in imagination or in a cloned simulator (oracle)")
+    plan.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED)
+    plan.add_argument("--out", default=None, help="video (imagination replay | simulator)")
+    plan.set_defaults(func=run_plan)
+    ev = sub.add_parser("eval", help="policies over held-out seeds in DexACSim-v0")
+    _env_args(ev)
+    _planner_args(ev)
+    ev.add_argument("--policy", action="append", required=True,
+                    help="random | expert | mpc_world | mpc_sim | NAME=PATH/model.zip (repeat)")
+    ev.add_argument("--seeds", type=int, default=20)
+    ev.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED)
+    ev.add_argument("--no-imagined", action="store_true", help="skip the imagined-return replay")
+    ev.add_argument("--out", default="benchmarks/results/agents.json",
+                    help="JSON; .md table and one video per policy next to it")
+    ev.set_defaults(func=run_eval)
+    reward = sub.add_parser("reward", help="the reward/success head's accuracy on held-out frames")
+    reward.add_argument("--checkpoint", default=None)
+    reward.add_argument("--store", default="data/sim.zarr")
+    reward.add_argument("--split", default="test")
+    reward.add_argument("--task", default=None)
+    reward.add_argument("--out", default=None, help="JSON file")
+    reward.set_defaults(func=run_reward)
+
+
+def _env_config(args, kind: str, **overrides):
+    from agents.envs import AgentEnvConfig  # noqa: PLC0415
+
+    values = {"kind": kind, "task": args.task, "action_set": args.action_set,
+              "max_episode_steps": args.max_episode_steps, "checkpoint": args.checkpoint,
+              "store": args.store, "split": args.split, "sampling_steps": args.sampling_steps}
+    return AgentEnvConfig(**(values | overrides))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from agents.train import TrainConfig, train  # noqa: PLC0415
+
+    env_config = _env_config(args, args.env, reward=args.reward,
+                             success_termination=args.success_termination)
+    config = TrainConfig(algo=args.algo, total_steps=args.steps, num_envs=args.num_envs,
+                         n_steps=args.n_steps, batch_size=args.batch_size,
+                         learning_rate=args.lr, seed=args.seed)
+    path = train(env_config, config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"agent train: wrote {path}")
+    return 0
+
+
+def build_policy(spec: str, args: argparse.Namespace):
+    """A policy from its command-line spec (see ``--policy``)."""
+    from agents import policies  # noqa: PLC0415
+
+    if spec == "random":
+        return policies.RandomPolicy()
+    if spec == "expert":
+        return policies.ExpertPolicy()
+    if spec in ("mpc_world", "mpc_sim"):
+        return build_mpc(spec.removeprefix("mpc_"), args)
+    if "=" in spec:
+        from agents.train import load_model  # noqa: PLC0415
+
+        name, path = spec.split("=", 1)
+        return policies.SB3Policy(load_model(path), name)
+    raise ValueError(f"unknown policy {spec!r}: random | expert | mpc_world | mpc_sim | NAME=PATH")
+
+
+def build_mpc(model: str, args: argparse.Namespace):
+    from agents.actions import action_dim  # noqa: PLC0415
+    from agents.branching import SimBranch, WorldBranch  # noqa: PLC0415
+    from agents.planners import PlannerConfig, make_planner  # noqa: PLC0415
+    from agents.policies import MPCPolicy  # noqa: PLC0415
+
+    config = PlannerConfig(horizon=args.horizon, population=args.population,
+                           iterations=args.iterations, elites=max(2, args.population // 4))
+    planner = make_planner(args.planner, action_dim(args.action_set), config)
+    goal_fn = None
+    if model == "world":
+        scorer = WorldBranch(_env_config(args, "world"), args.population, args.objective)
+        if args.objective == "goal_image":
+            from agents.goals import expert_goal_frame  # noqa: PLC0415
+
+            goal_fn = expert_goal_frame
+    else:
+        scorer = SimBranch(_env_config(args, "sim", color_split="test"))
+    return MPCPolicy(planner, scorer, f"mpc_{model}_{args.planner}", goal_fn)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from agents.evaluate import evaluate_policy  # noqa: PLC0415
+
+    policy = build_mpc(args.model, args)
+    sim = _env_config(args, "sim", color_split="test")
+    world = _env_config(args, "world") if args.model == "world" else None
+    summary = evaluate_policy(policy, sim, [args.seed], world, video=args.out)
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}, indent=2))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from agents.evaluate import evaluate_policy, markdown_table  # noqa: PLC0415
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    sim = _env_config(args, "sim", color_split="test")
+    world = None if args.no_imagined else _env_config(args, "world")
+    rows = []
+    for spec in args.policy:
+        policy = build_policy(spec, args)
+        video = str(out.with_name(f"{out.stem}_{policy.name}.mp4"))
+        rows.append(evaluate_policy(policy, sim, seeds, world, video=video))
+        print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
+        result = {"command": "dexac " + shlex.join(sys.argv[1:]), "task": args.task,
+                  "seeds": seeds, "policies": rows}
+        out.write_text(json.dumps(result, indent=2))  # after every policy: partial results survive
+    table = markdown_table(rows)
+    out.with_suffix(".md").write_text(f"`{result['command']}`\n\n{table}\n")
+    print(table)
+    return 0
+
+
+def run_reward(args: argparse.Namespace) -> int:
+    from agents.reward_eval import head_predictions, head_scores  # noqa: PLC0415
+    from dexac_env.world_core import load_world_model, open_store  # noqa: PLC0415
+
+    model = load_world_model(args.checkpoint)
+    scores = head_scores(head_predictions(model, open_store(args.store), args.split, args.task))
+    scores["command"] = "dexac " + shlex.join(sys.argv[1:])
+    print(json.dumps(scores, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(scores, indent=2))
+    return 0

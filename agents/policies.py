@@ -1,0 +1,96 @@
+"""The policies the evaluation compares, behind one small interface.
+
+A policy acts on an :class:`~agents.wrappers.AgentWrapper` env: ``reset(env, obs, info, seed)``
+at the start of an episode, then ``act(env, obs, info)`` per step returns a normalised action,
+or, when ``absolute_pose`` is True, an absolute 57-D pose (the scripted expert, which reads the
+simulator's state as the data generator does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.branching import SimBranch, WorldBranch
+from agents.planners import _Planner
+from agents.wrappers import AgentWrapper
+
+
+class Policy:
+    name = "policy"
+    absolute_pose = False
+
+    def reset(self, env: AgentWrapper, obs: dict, info: dict, seed: int) -> None:
+        pass
+
+    def act(self, env: AgentWrapper, obs: dict, info: dict) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandomPolicy(Policy):
+    """Uniform actions in [-1, 1] (a random walk of the pose), seeded per episode."""
+
+    name = "random"
+
+    def reset(self, env, obs, info, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, env, obs, info):
+        return self.rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
+
+
+class ExpertPolicy(Policy):
+    """The simulator's scripted expert (``dexac_env.sim.experts``): privileged state, absolute
+    poses; the data set's demonstrator and the upper reference."""
+
+    name = "expert"
+    absolute_pose = True
+
+    def reset(self, env, obs, info, seed):
+        from dexac_env.sim.experts import ScriptedExpert  # noqa: PLC0415
+
+        self.expert = ScriptedExpert(env.unwrapped, np.random.default_rng(seed))
+
+    def act(self, env, obs, info):
+        return self.expert.act()
+
+
+class SB3Policy(Policy):
+    """A trained Stable-Baselines3 model, deterministic actions."""
+
+    def __init__(self, model: Any, name: str):
+        self.model, self.name = model, name
+
+    def act(self, env, obs, info):
+        action, _ = self.model.predict(obs, deterministic=True)
+        return np.asarray(action, dtype=np.float32)
+
+
+class MPCPolicy(Policy):
+    """Receding-horizon planning: every step, plan from the real env's state with ``scorer``
+    (imagination from the last real frames, or a cloned simulator) and take the first action."""
+
+    def __init__(self, planner: _Planner, scorer: WorldBranch | SimBranch, name: str,
+                 goal_fn: Any = None):
+        self.planner, self.scorer, self.name = planner, scorer, name
+        self.goal_fn = goal_fn  # env -> goal frame (H, W, 3), for the goal_image objective
+
+    def reset(self, env, obs, info, seed):
+        self.planner.reset()
+        self.seed, self.t = seed, 0
+        self.frames: list[np.ndarray] = []
+        self.goal = None if self.goal_fn is None else self.goal_fn(env, seed)
+
+    def act(self, env, obs, info):
+        self.frames.append(np.moveaxis(obs["image"], 0, -1))
+        delta = env.delta.get_state()
+        if isinstance(self.scorer, SimBranch):
+            self.scorer.sync(env.unwrapped.get_state(), delta)
+        else:
+            count = self.scorer.core.context_pixel_frames
+            recent = ([self.frames[0]] * count + self.frames)[-count:]
+            self.scorer.sync_frames(np.stack(recent), delta, info["task_description"],
+                                    seed=self.seed * 1000 + self.t, goal=self.goal)
+        self.t += 1
+        return self.planner.plan(self.scorer)

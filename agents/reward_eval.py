@@ -1,0 +1,55 @@
+"""How well the world model's reward/success head reads held-out frames.
+
+The head is what imagined training optimises and what success termination trusts, so its
+accuracy bounds both. Scored on real frames (encoded, not imagined) of a store split the model
+did not train on: success AUC, F1 / precision / recall at probability 0.5, and the dense
+reward's mean squared error and Pearson correlation against the simulator's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def head_predictions(model: Any, store: Any, split: str | None, task: str | None = None,
+                     limit: int | None = None) -> dict[str, np.ndarray]:
+    """Per frame: predicted reward, success probability, true reward and success (flat arrays)."""
+    rows: dict[str, list[np.ndarray]] = {"reward": [], "prob": [], "true_reward": [], "true_success": []}
+    episodes = [e for e in store.episodes(split) if task is None or e.attrs.get("task") == task]
+    if not episodes:
+        raise ValueError(f"no episode with split={split!r}, task={task!r} in {store.path}")
+    for episode in episodes[:limit]:
+        if "reward" not in episode or "success" not in episode:
+            raise ValueError(f"episode {episode.name!r} has no reward/success arrays (a sim store?)")
+        with torch.no_grad():
+            latents = model.encode(torch.from_numpy(episode.read("rgb"))[None])  # (1, T, C, h, w)
+            reward, logit = model.reward(latents)  # (1, T)
+        rows["reward"].append(reward[0].double().cpu().numpy())
+        rows["prob"].append(torch.sigmoid(logit[0]).double().cpu().numpy())
+        rows["true_reward"].append(episode.read("reward").astype(np.float64)[: latents.shape[1]])
+        rows["true_success"].append(episode.read("success").astype(bool)[: latents.shape[1]])
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def head_scores(predictions: dict[str, np.ndarray]) -> dict[str, float]:
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score  # noqa: PLC0415
+
+    truth, prob = predictions["true_success"], predictions["prob"]
+    predicted = prob >= 0.5
+    both = len(np.unique(truth)) == 2
+    reward, true_reward = predictions["reward"], predictions["true_reward"]
+    return {
+        "frames": int(len(truth)),
+        "success_frames": int(truth.sum()),
+        "success_auc": float(roc_auc_score(truth, prob)) if both else float("nan"),
+        "success_f1": float(f1_score(truth, predicted, zero_division=0)),
+        "success_precision": float(precision_score(truth, predicted, zero_division=0)),
+        "success_recall": float(recall_score(truth, predicted, zero_division=0)),
+        "reward_mse": float(np.mean((reward - true_reward) ** 2)),
+        "reward_corr": float(np.corrcoef(reward, true_reward)[0, 1]),
+        "reward_mean_true": float(true_reward.mean()),
+        "reward_mean_predicted": float(reward.mean()),
+    }
