@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from world_model.backbones import BACKBONES
 from world_model.conditioning import ConditioningConfig
+from world_model.cosmos_backbone import CosmosConfig
 from world_model.dit import DIT_SIZES, DiTConfig
 from world_model.flow import FlowConfig
 from world_model.json_config import JSONConfig
@@ -28,6 +30,10 @@ class WorldModelConfig(JSONConfig):
     context_frames: clean latent frames given as context to each prediction.
     chunk_frames: latent frames predicted per call (one action chunk).
     size: name of the size preset this config came from (informational).
+    backbone: the network, a key of ``backbones.BACKBONES``: "dexac_dit" (our DiT) or
+        "cosmos" (diffusers' Cosmos-Predict2.5 transformer with DexAC; ``dit`` gives its
+        width and depth, ``cosmos`` its weight directory and Cosmos-only settings).
+    cosmos: settings of the cosmos backbone (unused by "dexac_dit").
     """
 
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -40,8 +46,12 @@ class WorldModelConfig(JSONConfig):
     context_frames: int = 2
     chunk_frames: int = 4
     size: str = "custom"
+    backbone: str = "dexac_dit"
+    cosmos: CosmosConfig = field(default_factory=CosmosConfig)
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {tuple(BACKBONES)}, got {self.backbone!r}")
         if self.context_frames < 1 or self.chunk_frames < 1:
             raise ValueError(
                 f"context_frames and chunk_frames must be >= 1, got {self.context_frames}, {self.chunk_frames}"
@@ -94,6 +104,7 @@ _COMPONENTS = {
     "flow": FlowConfig,
     "sampler": SamplerConfig,
     "reward": RewardHeadConfig,
+    "cosmos": CosmosConfig,
 }
 
 

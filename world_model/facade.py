@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from world_model.action_tokenizer import ACTION_DIM
+from world_model.backbones import build_backbone
 from world_model.checkpoint import read_metadata, read_weights, save_world_model
 from world_model.conditioning import build_conditioner
 from world_model.config import WorldModelConfig
-from world_model.dit import DiT, DiTContext
+from world_model.dit import DiTContext
 from world_model.flow import FlowMatching
 from world_model.reward_head import RewardHead
 from world_model.sampler import FlowSampler, VelocityFn
@@ -45,6 +46,9 @@ class WorldModel(nn.Module):
         action_mean, action_std: (57,) per-dimension statistics of the training actions.
         tokenizer_vae_config: wan only, the AutoencoderKLWan config to build without its
             weight directory (set by ``from_pretrained``).
+        load_backbone_weights: read the backbone's external weight directory (the cosmos
+            backbone's ``cosmos.pretrained_dir``); ``from_pretrained`` passes False, as its
+            file holds every weight.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class WorldModel(nn.Module):
         action_mean: np.ndarray,
         action_std: np.ndarray,
         tokenizer_vae_config: dict | None = None,
+        load_backbone_weights: bool = True,
     ) -> None:
         super().__init__()
         self.config = config
@@ -71,13 +76,13 @@ class WorldModel(nn.Module):
         semantic_dims = None
         if self.semantic_encoder is not None:
             semantic_dims = (self.semantic_encoder.image_dim, self.semantic_encoder.text_dim)
-        self.dit = DiT(
-            config.dit,
-            latent_channels=config.tokenizer.latent_channels,
+        self.dit = build_backbone(  # our DiT or Cosmos (config.backbone); named dit for both
+            config,
             action_token_dim=config.conditioning.token_dim
             if config.conditioning.uses_local
             else None,
             semantic_dims=semantic_dims,
+            load_weights=load_backbone_weights,
         )
         self.reward_head = (
             RewardHead(config.reward, config.tokenizer.latent_channels)
@@ -321,6 +326,7 @@ class WorldModel(nn.Module):
             action_mean=np.asarray(metadata["action_mean"]),
             action_std=np.asarray(metadata["action_std"]),
             tokenizer_vae_config=metadata.get("tokenizer_vae_config"),
+            load_backbone_weights=False,
         )
         inference_only = metadata.get("inference_only", False)
         state = read_weights(path, model.state_dict(), inference_only)
