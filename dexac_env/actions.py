@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gymnasium import spaces
 
 ACTION_DIM = 57
 HEAD = slice(0, 9)
@@ -46,6 +47,22 @@ FAMILY_SLICES = {
     "finger": [LEFT_FINGERS, RIGHT_FINGERS],
 }
 
+
+def _bounds() -> np.ndarray:
+    high = np.ones(ACTION_DIM, dtype=np.float32)  # 6D rotation entries: unit columns
+    for dims in (HEAD, LEFT_WRIST, RIGHT_WRIST):
+        high[dims.start : dims.start + 3] = 2.0  # metres from the episode frame's origin
+    high[LEFT_FINGERS] = 0.3  # metres from their wrist (a hand is ~0.19 m long)
+    high[RIGHT_FINGERS] = 0.3
+    return high
+
+
+# The bounds of the one action space of every env (DexACSim-v0, DexACWorld-v0, DexACReplay-v0):
+# plausibility limits that hold any recorded two-hand episode (head and wrists within 2 m of the
+# first camera pose, fingertips within 0.3 m of their wrist, 6D entries in [-1, 1]).
+ACTION_HIGH = _bounds()
+ACTION_LOW = -ACTION_HIGH
+
 # Converts an ARKit camera frame (x right, y up, z backward) to the pinhole frame.
 ARKIT_TO_PINHOLE = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -57,6 +74,8 @@ KEYPOINT_NAMES = (
     + tuple(f"right_{f}_tip" for f in FINGER_NAMES)
 )
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+# A point behind or this close to the camera plane is never visible (metres).
+MIN_DEPTH = 1e-3
 
 
 def _pose_names(prefix: str) -> list[str]:
@@ -105,6 +124,12 @@ def check_actions(actions: np.ndarray, name: str = "actions") -> np.ndarray:
             f" ({DIM_NAMES[int(bad[-1])]})"
         )
     return actions
+
+
+def action_space() -> spaces.Box:
+    """``Box(ACTION_LOW, ACTION_HIGH, (57,), float32)``: the action space of every env (a new
+    instance each call, so seeding one env's space leaves the others alone)."""
+    return spaces.Box(ACTION_LOW, ACTION_HIGH, (ACTION_DIM,), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +294,13 @@ def actions_to_poses(actions: np.ndarray, reference: np.ndarray | None = None) -
     )
 
 
+def points_in_frame(points_world: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(..., 3) world points -> (..., 3) float32 in the frame whose world pose is ``reference``
+    (4, 4), e.g. the episode frame (the first camera pose)."""
+    to_frame = invert_se3(np.asarray(reference, dtype=np.float64))
+    return (np.asarray(points_world) @ to_frame[:3, :3].T + to_frame[:3, 3]).astype(np.float32)
+
+
 def project_points(points_world: np.ndarray, camera: np.ndarray, intrinsics: np.ndarray):
     """Project world points into a pinhole camera.
 
@@ -293,16 +325,19 @@ def project_visible(
     points_world: np.ndarray, camera: np.ndarray, intrinsics: np.ndarray, width: int, height: int
 ):
     """:func:`project_points` plus the one visibility rule of the project: in front of the
-    camera (depth > 1 mm) and inside the image (``0 <= u < width``, ``0 <= v < height``).
-    Occlusion is not modelled. Returns (uv (T, K, 2) float32 pixels, visible (T, K) bool)."""
+    camera (depth > ``MIN_DEPTH``) and inside the image (``0 <= u < width``, ``0 <= v <
+    height``). Occlusion is not modelled. Returns (uv (T, K, 2) float32 pixels, finite and
+    within 1e6 px even for points behind the camera, visible (T, K) bool)."""
     uv, depth = project_points(points_world, camera, intrinsics)
     visible = (
-        (depth > 1e-3)
+        (depth > MIN_DEPTH)
         & (uv[..., 0] >= 0)
         & (uv[..., 0] < width)
         & (uv[..., 1] >= 0)
         & (uv[..., 1] < height)
     )
+    # Points behind or on the camera plane project to meaningless (possibly huge) pixels.
+    uv = np.clip(np.where(np.isfinite(uv), uv, 0.0), -1e6, 1e6)
     return uv.astype(np.float32), visible
 
 

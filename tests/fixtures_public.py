@@ -307,3 +307,14 @@ def write_egoverse_episode(
         }
     )
     return path
+
+
+def assert_action_is_expected(action: np.ndarray, expected: dict[str, np.ndarray]) -> None:
+    """A stored (57,) action against the hand-derived pose of ``egodex_expected`` /
+    ``egoverse_expected`` (both hands carry the same fingertip offsets)."""
+    from dexac_env.actions import HEAD, LEFT_FINGERS, LEFT_WRIST, RIGHT_FINGERS, RIGHT_WRIST
+
+    parts = (("head", HEAD), ("left_wrist", LEFT_WRIST), ("right_wrist", RIGHT_WRIST),
+             ("tips", LEFT_FINGERS), ("tips", RIGHT_FINGERS))
+    for key, dims in parts:
+        np.testing.assert_allclose(action[dims], expected[key], atol=1e-5, err_msg=key)

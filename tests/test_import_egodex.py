@@ -9,11 +9,6 @@ import numpy as np
 import pytest
 
 from dexac_env.actions import (
-    HEAD,
-    LEFT_FINGERS,
-    LEFT_WRIST,
-    RIGHT_FINGERS,
-    RIGHT_WRIST,
     project_keypoints,
 )
 from dexac_env.replay.egodex import find_episodes, import_egodex
@@ -26,7 +21,11 @@ from dexac_env.replay.importing import (
     split_for,
 )
 from dexac_env.replay.store import EpisodeStore
-from tests.fixtures_public import egodex_expected, write_egodex_episode
+from tests.fixtures_public import (
+    assert_action_is_expected,
+    egodex_expected,
+    write_egodex_episode,
+)
 
 RES = 32
 CONFIG = ImportConfig(resolution=RES, fps=10)
@@ -112,12 +111,7 @@ def test_known_pose_gives_known_action(imported):
     action = episode.read("action")
     assert episode.read("source_frame").tolist() == [0, 3, 6, 9]  # 30 fps -> 10 fps
     for row, source_index in enumerate([0, 3, 6, 9]):
-        expected = egodex_expected(source_index)
-        np.testing.assert_allclose(action[row, HEAD], expected["head"], atol=1e-5)
-        np.testing.assert_allclose(action[row, LEFT_WRIST], expected["left_wrist"], atol=1e-5)
-        np.testing.assert_allclose(action[row, RIGHT_WRIST], expected["right_wrist"], atol=1e-5)
-        np.testing.assert_allclose(action[row, LEFT_FINGERS], expected["tips"], atol=1e-5)
-        np.testing.assert_allclose(action[row, RIGHT_FINGERS], expected["tips"], atol=1e-5)
+        assert_action_is_expected(action[row], egodex_expected(source_index))
 
 
 def test_keypoints_land_where_expected(imported):

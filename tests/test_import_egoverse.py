@@ -8,11 +8,6 @@ import numpy as np
 import pytest
 
 from dexac_env.actions import (
-    HEAD,
-    LEFT_FINGERS,
-    LEFT_WRIST,
-    RIGHT_FINGERS,
-    RIGHT_WRIST,
     project_keypoints,
 )
 from dexac_env.replay.egoverse import find_episodes, import_egoverse
@@ -22,6 +17,7 @@ from dexac_env.replay.store import EpisodeStore
 from tests.fixtures_public import (
     EGOVERSE_LEFT_WRIST,
     EGOVERSE_RIGHT_WRIST,
+    assert_action_is_expected,
     egoverse_expected,
     write_egoverse_episode,
 )
@@ -78,12 +74,7 @@ def test_known_pose_gives_known_action(imported):
     _, store = imported
     action = store.episode(f"egoverse-{HASH_A}").read("action")
     for row, source_index in enumerate([0, 3, 6, 9]):
-        expected = egoverse_expected(source_index)
-        np.testing.assert_allclose(action[row, HEAD], expected["head"], atol=1e-5)
-        np.testing.assert_allclose(action[row, LEFT_WRIST], expected["left_wrist"], atol=1e-5)
-        np.testing.assert_allclose(action[row, RIGHT_WRIST], expected["right_wrist"], atol=1e-5)
-        np.testing.assert_allclose(action[row, LEFT_FINGERS], expected["tips"], atol=1e-5)
-        np.testing.assert_allclose(action[row, RIGHT_FINGERS], expected["tips"], atol=1e-5)
+        assert_action_is_expected(action[row], egoverse_expected(source_index))
 
 
 def test_keypoints_land_where_expected(imported):

@@ -225,3 +225,28 @@ def test_reused_renderer_matches_a_fresh_one():
     np.testing.assert_array_equal(image_reused, image_fresh)
     reused.close()
     fresh.close()
+
+
+def test_wrist_limits_hold_at_the_edges_of_the_one_action_space():
+    """The action space is the plausibility box every env shares (positions to 2 m): the
+    simulator's own limits keep a wrist sent to its corners slow and above the table."""
+    from dexac_env.actions import ACTION_HIGH, ACTION_LOW, LEFT_WRIST, RIGHT_WRIST, action_space
+    from dexac_env.sim.hand import MAX_WRIST_SPEED, WRIST_MIN_Z
+
+    env = _make(resolution=32)
+    assert env.action_space == action_space() and env.observation_space["proprio"] == action_space()
+    env.reset(seed=0)
+    space = env.action_space
+    space.seed(0)
+    for corner in (ACTION_LOW, ACTION_HIGH, ACTION_LOW):
+        action = space.sample()
+        for dims in (LEFT_WRIST, RIGHT_WRIST):  # wrist positions at the box's corner
+            action[dims.start : dims.start + 3] = corner[dims.start : dims.start + 3]
+        before = {side: hand.wrist[:3, 3].copy() for side, hand in env.hands.items()}
+        _, _, _, _, info = env.step(action)
+        for side, hand in env.hands.items():
+            moved = np.linalg.norm(hand.wrist[:3, 3] - before[side])
+            assert moved <= MAX_WRIST_SPEED / env.fps + 1e-9, (side, moved)
+            assert hand.wrist[2, 3] >= WRIST_MIN_Z - 1e-12
+        assert not info["physics_reset"]
+    env.close()

@@ -25,19 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from dexac_env.actions import ARKIT_TO_PINHOLE, WorldPoses, poses_to_actions
+from dexac_env.actions import ARKIT_TO_PINHOLE, WorldPoses
 from dexac_env.replay.importing import (
     EpisodeSkipped,
     EpisodeSource,
     ImportConfig,
     ImportedEpisode,
     ImportReport,
+    KeptFrames,
+    build_episode,
     center_crop_resize,
     check_finite,
-    keypoints_3d_in_episode_frame,
-    keypoints_from_poses,
     run_import,
-    scale_intrinsics,
     select_frames,
 )
 
@@ -110,32 +109,17 @@ def load_episode(source: EpisodeSource, config: ImportConfig) -> ImportedEpisode
         left_tips=np.stack([transforms[j][indices, :3, 3] for j in LEFT_TIPS], axis=1),
         right_tips=np.stack([transforms[j][indices, :3, 3] for j in RIGHT_TIPS], axis=1),
     )
-    action = poses_to_actions(poses)
 
-    # 4. Keypoints: intrinsics scaled to the stored frames; visible = in front, inside, confident
-    scaled = scale_intrinsics(intrinsics, width, height, config.resolution)
-    kept_confidence = confidence[indices]
-    keypoints_2d, visible = keypoints_from_poses(
-        poses, scaled, config.resolution, kept_confidence, config.min_confidence
-    )
+    # 4. Actions, keypoints (visible = in front, inside, confident), attributes
     attrs: dict[str, Any] = {
         "task": text["task"],
         "description": text["description"],
-        "fps": float(config.fps),
         "source": SOURCE,
-        "intrinsics": scaled.tolist(),
         "environment": text["environment"],
         "source_path": str(path.relative_to(source.extra["root"])),
-        "source_fps": float(source_fps),
-        "source_frames": int(num_frames),
-        "source_size": [int(width), int(height)],
     }
-    extra = {
-        "keypoints_3d": keypoints_3d_in_episode_frame(poses),
-        "keypoint_confidence": kept_confidence.astype(np.float32),
-        "source_frame": indices.astype(np.int64),
-    }
-    return ImportedEpisode(rgb, action, keypoints_2d, visible, attrs, extra)
+    kept = KeptFrames(indices, source_fps, num_frames, (width, height))
+    return build_episode(rgb, poses, intrinsics, kept, config, attrs, confidence[indices])
 
 
 def import_egodex(

@@ -34,19 +34,18 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dexac_env.actions import WorldPoses, matrix_from_quat_wxyz, poses_to_actions, se3
+from dexac_env.actions import WorldPoses, matrix_from_quat_wxyz, se3
 from dexac_env.replay.importing import (
     EpisodeSkipped,
     EpisodeSource,
     ImportConfig,
     ImportedEpisode,
     ImportReport,
+    KeptFrames,
+    build_episode,
     center_crop_resize,
     check_finite,
-    keypoints_3d_in_episode_frame,
-    keypoints_from_poses,
     run_import,
-    scale_intrinsics,
     select_frames,
 )
 
@@ -134,7 +133,7 @@ def load_episode(source: EpisodeSource, config: ImportConfig) -> ImportedEpisode
         raise EpisodeSkipped(path, str(exc)) from exc
     rgb, (width, height) = _decode_frames(path, images, indices, config.resolution)
 
-    # 4. Poses -> actions; keypoints with the scaled intrinsics
+    # 4. Poses of the kept frames -> actions, keypoints, attributes
     poses = WorldPoses(
         camera=head[indices],
         left_wrist=left_wrist[indices],
@@ -142,29 +141,18 @@ def load_episode(source: EpisodeSource, config: ImportConfig) -> ImportedEpisode
         left_tips=left_tips[indices],
         right_tips=right_tips[indices],
     )
-    action = poses_to_actions(poses)
-    scaled = scale_intrinsics(intrinsics, width, height, config.resolution)
-    keypoints_2d, visible = keypoints_from_poses(poses, scaled, config.resolution)
     task = str(attrs.get("task_name") or "unknown")
     spans = _annotations(path, group, total, indices)
     episode_attrs: dict[str, Any] = {
         "task": task,
         "description": str(attrs.get("task_description") or task),
         "annotations": json.dumps(spans),
-        "fps": float(config.fps),
         "source": SOURCE,
-        "intrinsics": scaled.tolist(),
         "embodiment": str(attrs.get("embodiment") or ""),
         "source_path": path.name,
-        "source_fps": float(source_fps),
-        "source_frames": int(total),
-        "source_size": [int(width), int(height)],
     }
-    extra = {
-        "keypoints_3d": keypoints_3d_in_episode_frame(poses),
-        "source_frame": indices.astype(np.int64),
-    }
-    return ImportedEpisode(rgb, action, keypoints_2d, visible, episode_attrs, extra)
+    kept = KeptFrames(indices, float(source_fps), total, (width, height))
+    return build_episode(rgb, poses, intrinsics, kept, config, episode_attrs)
 
 
 def import_egoverse(

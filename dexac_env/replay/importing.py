@@ -3,8 +3,9 @@
 - frames: centre crop to a square, then resize (:func:`center_crop_resize`), and the matching
   change of the intrinsic matrix (:func:`scale_intrinsics`);
 - time: resampling from the source frame rate by frame selection (:func:`select_frames`);
-- 2D keypoints: projection of the 12 tracked points with the scaled intrinsics, visible when in
-  front of the camera, inside the image and (where the source gives one) confident enough;
+- 2D keypoints: projection of the 12 tracked points with the scaled intrinsics, visible by the
+  rule of :func:`dexac_env.actions.project_visible` and (where the source gives one) confident
+  enough;
 - splits: a deterministic hash of the episode name (:func:`split_for`);
 - the resumable import loop with a progress bar and a skip-with-reason summary (:func:`run_import`).
 
@@ -25,11 +26,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dexac_env.actions import ACTION_DIM, NUM_KEYPOINTS, WorldPoses, invert_se3, project_points
+from dexac_env.actions import (
+    ACTION_DIM,
+    NUM_KEYPOINTS,
+    WorldPoses,
+    points_in_frame,
+    poses_to_actions,
+    project_visible,
+)
 from dexac_env.replay.store import EpisodeStore, StoreError
-
-# A keypoint behind or this close to the camera plane is never visible (metres).
-MIN_DEPTH = 1e-3
 
 
 class EpisodeSkipped(Exception):
@@ -211,26 +216,63 @@ def keypoints_from_poses(
     intrinsics: (3, 3) K already scaled to the stored resolution; confidence: optional (T, 12).
     Returns (uv (T, 12, 2) float32 pixels, visible (T, 12) bool).
     """
-    uv, depth = project_points(poses.keypoints_3d(), poses.camera, intrinsics)
-    visible = (
-        (depth > MIN_DEPTH)
-        & (uv[..., 0] >= 0)
-        & (uv[..., 0] < resolution)
-        & (uv[..., 1] >= 0)
-        & (uv[..., 1] < resolution)
+    uv, visible = project_visible(
+        poses.keypoints_3d(), poses.camera, intrinsics, resolution, resolution
     )
     if confidence is not None:
         visible &= np.asarray(confidence) >= min_confidence
-    # Points behind the camera project to meaningless (possibly huge) pixels: keep them finite.
-    uv = np.where(np.isfinite(uv), uv, 0.0)
-    return np.clip(uv, -1e6, 1e6).astype(np.float32), visible
+    return uv, visible
 
 
 def keypoints_3d_in_episode_frame(poses: WorldPoses) -> np.ndarray:
     """(T, 12, 3) float32 positions of the tracked points in the episode frame (first camera)."""
-    world_to_episode = invert_se3(poses.camera[0])
-    points = poses.keypoints_3d()
-    return (points @ world_to_episode[:3, :3].T + world_to_episode[:3, 3]).astype(np.float32)
+    return points_in_frame(poses.keypoints_3d(), poses.camera[0])
+
+
+@dataclass(frozen=True)
+class KeptFrames:
+    """Which source frames an importer kept, and what it knew of the source video."""
+
+    indices: np.ndarray  # (T,) int64 index of every kept frame in the source
+    source_fps: float
+    source_frames: int  # frames in the source episode
+    source_size: tuple[int, int]  # width, height of the source frames (pixels)
+
+
+def build_episode(
+    rgb: np.ndarray,
+    poses: WorldPoses,
+    intrinsics: np.ndarray,
+    kept: KeptFrames,
+    config: ImportConfig,
+    attrs: dict[str, Any],
+    confidence: np.ndarray | None = None,
+) -> ImportedEpisode:
+    """The stored form of one resampled source episode: actions from the world ``poses`` of the
+    kept frames (episode frame = first kept camera pose), 2D keypoints with ``intrinsics``
+    (3x3, of the source frames) scaled to the stored ones and visible where ``confidence``
+    (T, 12) allows, the attributes every importer records on top of ``attrs`` (which names
+    the ``source`` and ``source_path``), and the 3D keypoints and kept indices as extras."""
+    width, height = kept.source_size
+    scaled = scale_intrinsics(intrinsics, width, height, config.resolution)
+    keypoints_2d, visible = keypoints_from_poses(
+        poses, scaled, config.resolution, confidence, config.min_confidence
+    )
+    attrs = {
+        **attrs,
+        "fps": float(config.fps),
+        "intrinsics": scaled.tolist(),
+        "source_fps": float(kept.source_fps),
+        "source_frames": int(kept.source_frames),
+        "source_size": [int(width), int(height)],
+    }
+    extra = {
+        "keypoints_3d": keypoints_3d_in_episode_frame(poses),
+        "source_frame": kept.indices.astype(np.int64),
+    }
+    if confidence is not None:
+        extra["keypoint_confidence"] = np.asarray(confidence, dtype=np.float32)
+    return ImportedEpisode(rgb, poses_to_actions(poses), keypoints_2d, visible, attrs, extra)
 
 
 def check_finite(path: str | Path, key: str, value: np.ndarray) -> None:

@@ -11,17 +11,20 @@ from gymnasium import spaces
 
 from dexac_env.actions import (
     ACTION_DIM,
-    HEAD,
+    ACTION_HIGH,
+    ACTION_LOW,
     LEFT_FINGERS,
     LEFT_WRIST,
     NUM_KEYPOINTS,
     RIGHT_FINGERS,
     RIGHT_WRIST,
+    WorldPoses,
+    action_space,
     actions_to_poses,
     check_actions,
-    invert_se3,
+    points_in_frame,
+    poses_to_actions,
     project_visible,
-    rot6d_from_matrix,
     se3,
 )
 from dexac_env.sim.hand import (
@@ -45,10 +48,6 @@ from dexac_env.sim.tasks import TASK_NAMES, TaskSpec, TaskState, evaluate, sampl
 
 FINGER_SLICES = {"left": LEFT_FINGERS, "right": RIGHT_FINGERS}
 WRIST_SLICES = {"left": LEFT_WRIST, "right": RIGHT_WRIST}
-# Action bounds: positions in the episode frame (m), 6D rotations, fingertips in the wrist frame.
-_LOW = np.concatenate([[-0.5] * 3, [-1.0] * 6, ([-1.0] * 3 + [-1.0] * 6) * 2, [-0.25] * 30])
-ACTION_LOW = _LOW.astype(np.float32)
-ACTION_HIGH = -ACTION_LOW
 MAX_OBJECTS = 5  # the most objects a task layout holds (tasks.py; tested)
 
 
@@ -97,18 +96,21 @@ class DexACSimEnv(gym.Env):
     mat), ``bimanual`` (push two objects together with both hands).
 
     ## Action Space
-    ``Box(-b, b, (57,), float32)``: the absolute 57-DoF pose the next frame should show, in the
-    layout and frames of ``dexac_env.actions`` (head and wrists in the episode frame = the first
-    camera pose; fingertips in their wrist frame). Values outside the box are clipped; finger
-    joint angles are solved from the fingertip targets within joint limits (unreachable targets
-    give the closest reachable pose). A wrist moves at most ``MAX_WRIST_SPEED`` (1 m/s) towards
+    ``dexac_env.actions.action_space()``, the one action space of every env: ``Box(57,)``
+    float32, the absolute 57-DoF pose the next frame should show, in the layout and frames of
+    ``dexac_env.actions`` (head and wrists in the episode frame = the first camera pose;
+    fingertips in their wrist frame), bounded by plausibility limits (positions within 2 m,
+    6D entries in [-1, 1], fingertips within 0.3 m of their wrist). Values outside the box are
+    clipped; finger joint angles are solved from the fingertip targets within joint limits
+    (unreachable targets give the closest reachable pose); the head carries no body that
+    collides, so any head pose is physical. A wrist moves at most ``MAX_WRIST_SPEED`` (1 m/s) towards
     its target and stays ``WRIST_MIN_Z`` above the table (``hand.reachable_wrist``), so any action
     in the box keeps the scene physical. Wrong shape, NaN/inf or non-numeric actions raise
     ValueError.
 
     ## Observation Space
-    ``Dict(image=Box(0, 255, (H, W, 3), uint8), proprio=Box(-b, b, (57,), float32))``: the
-    egocentric RGB frame and the pose actually reached (same layout as the action).
+    ``Dict(image=Box(0, 255, (H, W, 3), uint8), proprio=action_space())``: the egocentric RGB
+    frame and the pose actually reached (same layout and bounds as the action).
 
     ## Rewards
     Dense per task, in [0, 1], and 1 exactly when the success test holds (see ``tasks.py``).
@@ -175,11 +177,11 @@ class DexACSimEnv(gym.Env):
         self.color_split, self.terminate_on_success = color_split, bool(terminate_on_success)
         self.metadata = {**self.metadata, "render_fps": self.fps}
         self.geometry = default_geometry()
-        self.action_space = spaces.Box(ACTION_LOW, ACTION_HIGH, (ACTION_DIM,), np.float32)
+        self.action_space = action_space()
         self.observation_space = spaces.Dict(
             {
                 "image": spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8),
-                "proprio": spaces.Box(ACTION_LOW, ACTION_HIGH, (ACTION_DIM,), np.float32),
+                "proprio": action_space(),
             }
         )
         focal = 0.5 * self.resolution / np.tan(np.deg2rad(self.fovy) / 2)
@@ -348,18 +350,8 @@ class DexACSimEnv(gym.Env):
     def proprio(self) -> np.ndarray:
         """(57,) float32: the reached pose in the action layout (episode frame)."""
         wrists, tips = self.reached()
-        to_episode = invert_se3(self.reference_pose)
-        pose = np.zeros(ACTION_DIM)
-        for dims, world in (
-            (HEAD, self.camera_pose),
-            (LEFT_WRIST, wrists[0]),
-            (RIGHT_WRIST, wrists[1]),
-        ):
-            local = to_episode @ world
-            pose[dims.start : dims.start + 3] = local[:3, 3]
-            pose[dims.start + 3 : dims.stop] = rot6d_from_matrix(local[:3, :3])
-        for h, dims in enumerate((LEFT_FINGERS, RIGHT_FINGERS)):
-            pose[dims] = ((tips[h] - wrists[h, :3, 3]) @ wrists[h, :3, :3]).reshape(15)
+        poses = WorldPoses(self.camera_pose[None], wrists[:1], wrists[1:], tips[:1], tips[1:])
+        pose = poses_to_actions(poses, reference=self.reference_pose)[0]
         return np.clip(pose, ACTION_LOW, ACTION_HIGH).astype(np.float32)
 
     def world_tips(self) -> np.ndarray:
@@ -385,7 +377,6 @@ class DexACSimEnv(gym.Env):
             points, self.camera_pose[None], self.intrinsics, self.resolution, self.resolution
         )
         uv, visible = uv[0], visible[0]
-        to_episode = invert_se3(self.reference_pose)
         reward, success = evaluate(self.task_spec, self.task_state())
         poses = self.physics.object_poses()
         info = {
@@ -393,9 +384,7 @@ class DexACSimEnv(gym.Env):
             "keypoints_visible": visible[:NUM_KEYPOINTS],
             "landmarks_2d": uv[NUM_KEYPOINTS:],
             "landmarks_visible": visible[NUM_KEYPOINTS:],
-            "keypoints_3d": (keypoints @ to_episode[:3, :3].T + to_episode[:3, 3]).astype(
-                np.float32
-            ),
+            "keypoints_3d": points_in_frame(keypoints, self.reference_pose),
             "object_poses": pad_rows(poses, MAX_OBJECTS),
             "object_count": len(poses),
             "object_names": [o.name for o in self.task_spec.layout.objects],
