@@ -14,12 +14,12 @@ side, with the per-frame PSNR printed. Frames are upscaled (nearest) by ``--scal
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dexac_env.actions import ACTION_DIM, LEFT_FINGERS, LEFT_WRIST, RIGHT_FINGERS, RIGHT_WRIST
+from dexac_env.video import write_video
 from world_model.metrics import psnr
 
 
@@ -112,17 +112,6 @@ def simulator_frames(episode: Any, context_end: int, poses: np.ndarray,
     return np.stack(out)
 
 
-def write_video(path: str, frames: np.ndarray, fps: int, scale: int) -> None:
-    import imageio.v2 as imageio  # owned here: the only video writer of the env package
-
-    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if path.endswith(".gif"):
-        imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
-    else:
-        imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
-
-
 def run_imagine(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
@@ -158,6 +147,6 @@ def run_imagine(args: argparse.Namespace) -> int:
             finite = [p for p in per_frame[1:] if np.isfinite(p)]
             print(f"imagine: mean PSNR over imagined frames {np.mean(finite):.2f} dB")
             video = np.concatenate([frames, truth], axis=2)  # imagination | simulator
-    write_video(args.out, video, int(episode.attrs.get("fps", 10)), args.scale)
+    write_video(args.out, video, int(episode.attrs.get("fps", 10)), scale=args.scale)
     print(f"imagine: wrote {args.out} ({len(video)} frames)")
     return 0

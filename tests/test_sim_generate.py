@@ -12,16 +12,8 @@ from dexac_env.sim.generate import GenerateConfig, generate, plan_episode
 
 
 def _config(out, **kwargs) -> GenerateConfig:
-    base = dict(
-        out=str(out),
-        tasks=("push", "lift"),
-        episodes=3,
-        resolution=24,
-        frames=4,
-        workers=1,
-        seed=5,
-        test_fraction=0.34,
-    )
+    base = {"out": str(out), "tasks": ("push", "lift"), "episodes": 3, "resolution": 24,
+            "frames": 4, "workers": 1, "seed": 5, "test_fraction": 0.34}
     return GenerateConfig(**{**base, **kwargs})
 
 
@@ -76,78 +68,31 @@ def test_generate_rejects_bad_config(tmp_path):
         _config(tmp_path / "x.zarr", frames=1)
 
 
+# ``dexac sim ...`` through dexac_env.sim.cli alone, in a fresh interpreter
+SIM_CLI = (
+    "import argparse, sys\n"
+    "from dexac_env.sim.cli import register\n"
+    "p = argparse.ArgumentParser(prog='dexac'); s = p.add_subparsers(dest='cmd', required=True)\n"
+    "register(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+)
+
+
+def _sim_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SIM_CLI, "sim", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_cli_video_and_generate_smoke(tmp_path):
-    code = (
-        "import argparse, sys\n"
-        "from dexac_env.sim.cli import register\n"
-        "p = argparse.ArgumentParser(prog='dexac'); s = p.add_subparsers(dest='cmd', required=True)\n"
-        "register(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-    )
     out = tmp_path / "push.gif"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "sim",
-            "video",
-            "--task",
-            "push",
-            "--out",
-            str(out),
-            "--frames",
-            "3",
-            "--resolution",
-            "32",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _sim_cli("video", "--task", "push", "--out", str(out), "--frames", "3",
+                    "--resolution", "32")
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 0
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "sim",
-            "generate",
-            "--task",
-            "touch",
-            "--episodes",
-            "1",
-            "--frames",
-            "3",
-            "--resolution",
-            "16",
-            "--workers",
-            "1",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "s.zarr"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _sim_cli("generate", "--task", "touch", "--episodes", "1", "--frames", "3",
+                    "--resolution", "16", "--workers", "1", "--no-progress",
+                    "--out", str(tmp_path / "s.zarr"))
     assert done.returncode == 0, done.stderr
     assert '"written": 1' in done.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "sim",
-            "generate",
-            "--task",
-            "juggle",
-            "--out",
-            str(tmp_path / "t.zarr"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = _sim_cli("generate", "--task", "juggle", "--out", str(tmp_path / "t.zarr"), timeout=60)
     assert bad.returncode != 0 and "unknown task" in bad.stderr

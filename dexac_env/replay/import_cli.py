@@ -69,17 +69,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
+    from dataclasses import fields
+
     from dexac_env.replay.importing import ImportConfig
 
-    return ImportConfig(
-        resolution=args.resolution,
-        fps=args.fps,
-        split_seed=args.split_seed,
-        val_frac=args.val_frac,
-        test_frac=args.test_frac,
-        limit=args.limit,
-        min_confidence=getattr(args, "min_confidence", 0.5),
-    )
+    # every ImportConfig field has the flag of the same name (--min-confidence: EgoDex only)
+    given = {f.name: getattr(args, f.name) for f in fields(ImportConfig) if hasattr(args, f.name)}
+    return ImportConfig(**given)
 
 
 def _run(args: argparse.Namespace, importer) -> int:

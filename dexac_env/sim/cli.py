@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 
 TASKS = ("touch", "push", "lift", "sweep", "bimanual")  # = tasks.TASK_NAMES (checked in tests)
 
@@ -58,19 +59,9 @@ def _tasks(value: str) -> tuple[str, ...]:
 def run_generate(args: argparse.Namespace) -> int:
     from dexac_env.sim.generate import GenerateConfig, generate
 
-    config = GenerateConfig(
-        out=args.out,
-        tasks=_tasks(args.task),
-        episodes=args.episodes,
-        resolution=args.resolution,
-        fps=args.fps,
-        frames=args.frames,
-        workers=args.workers,
-        seed=args.seed,
-        play_fraction=args.play_fraction,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-    )
+    # every GenerateConfig field but ``tasks`` (from --task) has the flag of the same name
+    given = {f.name: getattr(args, f.name) for f in fields(GenerateConfig) if f.name != "tasks"}
+    config = GenerateConfig(tasks=_tasks(args.task), **given)
     summary = generate(config, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0
@@ -79,7 +70,8 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_video(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dexac_env.sim.video import rollout_frames, write_video
+    from dexac_env.sim.video import rollout_frames
+    from dexac_env.video import write_video
 
     frames, info = rollout_frames(
         args.task,

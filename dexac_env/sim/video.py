@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from dexac_env.actions import KEYPOINT_NAMES
@@ -54,16 +52,3 @@ def _draw(image: np.ndarray, info: dict, keypoints: bool) -> np.ndarray:
         color = (255, 255, 0) if name.startswith("left") else (0, 255, 255)
         image[max(0, int(v) - r) : int(v) + r + 1, max(0, int(u) - r) : int(u) + r + 1] = color
     return image
-
-
-def write_video(path: str | Path, frames: np.ndarray, fps: int) -> Path:
-    """Write frames to ``path`` (.mp4 via imageio-ffmpeg, .gif otherwise)."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".mp4":
-        imageio.mimwrite(path, list(frames), fps=fps, macro_block_size=1)
-    else:
-        imageio.mimwrite(path, list(frames), duration=1000.0 / fps, loop=0)
-    return path
