@@ -79,10 +79,21 @@ def load_world_model(checkpoint: Any, device: str = "cpu") -> Any:
     return model.eval()
 
 
-def open_store(store: Any):
-    """An ``EpisodeStore`` from an open store, a path, or None (the default store)."""
-    from dexac_env.replay.store import EpisodeStore
+def open_store(store: Any = None, mode: str = "r"):
+    """An ``EpisodeStore`` from an open store, a path, or None (the default store).
+
+    The one way every env and training script opens a store. A missing default raises
+    :class:`FileNotFoundError` (see :func:`default_store_path`); a path with nothing at it raises
+    :class:`~dexac_env.replay.store.StoreError` (a ``ValueError``) that says how to make one.
+    ``mode``: ``"r"`` or ``"a"`` (append, e.g. to cache latents)."""
+    from dexac_env.replay.store import EpisodeStore, StoreError
 
     if isinstance(store, EpisodeStore):
         return store
-    return EpisodeStore.open(default_store_path() if store is None else store)
+    path = default_store_path() if store is None else Path(store)
+    if not path.exists():
+        raise StoreError(
+            f"episode store {path} does not exist; generate one with `dexac sim generate` "
+            "or import a data set first"
+        )
+    return EpisodeStore.open(path, mode=mode)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 
-from dexac_env.actions import ACTION_DIM
-from dexac_env.rewards import RewardInput, check_reward_output, make_reward
-from dexac_env.world_core import OBS_MODES, action_bounds, load_world_model, open_store
-from dexac_env.world_env import render_fps, validate_action
+from dexac_env.actions import action_space
+from dexac_env.episode_windows import matching_episodes, pick_window
+from dexac_env.rewards import RewardInput, action_scale, check_reward_output, make_reward
+from dexac_env.world_core import EnvKwargs, load_world_model, open_store
+from dexac_env.world_env import observation_space, render_fps, validate_action
 
 
 @dataclass(frozen=True)
-class ReplayEnvConfig:
+class ReplayEnvConfig(EnvKwargs):
     """store/task/split/frames_per_step/obs_mode/render_mode as in ``WorldEnvConfig``.
 
     context_frames: frames before the first observation (use the world model's
@@ -39,23 +39,10 @@ class ReplayEnvConfig:
     device: str = "cpu"
     render_mode: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
-        for name in ("context_frames", "frames_per_step"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {self.render_mode!r}")
+    ENV_ID: ClassVar[str] = "DexACReplay-v0"
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> ReplayEnvConfig:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise ValueError(f"unknown DexACReplay-v0 argument(s) {unknown}; known: {known}")
-        return cls(**kwargs)
+    def __post_init__(self) -> None:
+        self.check("context_frames", "frames_per_step", allow_none=False)
 
 
 class DexACReplayEnv(gym.Env):
@@ -68,8 +55,9 @@ class DexACReplayEnv(gym.Env):
 
     ## Action Space
 
-    ``Box(57,)`` float32, as in ``DexACWorld-v0`` (validated the same way; it does not change
-    what is shown, but it is what the reward scores).
+    ``dexac_env.actions.action_space()``, the one action space of every env, as in
+    ``DexACWorld-v0`` (validated the same way; it does not change what is shown, but it is what
+    the reward scores).
 
     ## Observation Space
 
@@ -112,32 +100,18 @@ class DexACReplayEnv(gym.Env):
                 "DexACReplay-v0 needs checkpoint=... for obs_mode='latent' or a learned/goal_image reward"
             )
         self.model = load_world_model(self.config.checkpoint, self.config.device) if needs_model else None
-        names = [
-            e.name for e in self.store.episodes(self.config.split)
-            if (self.config.task is None or e.attrs.get("task") == self.config.task)
-            and e.length > self.config.context_frames
-        ]
-        if not names:
-            raise ValueError(f"no episode in {self.store.path} matches task={self.config.task!r}, "
-                             f"split={self.config.split!r} with > {self.config.context_frames} frames")
-        self.names = names
-        first = self.store.episode(names[0])
+        self.names = matching_episodes(self.store, self.config.task, self.config.split,
+                                       self.config.context_frames + 1)
+        first = self.store.episode(self.names[0])
         self.resolution = tuple(first.read("rgb", 0, 1).shape[1:3])
         self.render_mode = self.config.render_mode
         self.metadata = {**self.metadata, "render_fps": render_fps(self.store, self.config.frames_per_step)}
-        low, high = action_bounds()
-        self.action_space = spaces.Box(low, high, dtype=np.float32)
-        image = spaces.Box(0, 255, (*self.resolution, 3), dtype=np.uint8)
-        if self.config.obs_mode == "rgb":
-            self.observation_space = image
-        elif self.config.obs_mode == "dict":
-            proprio = spaces.Box(-np.inf, np.inf, (ACTION_DIM,), dtype=np.float32)
-            self.observation_space = spaces.Dict({"image": image, "proprio": proprio})
-        else:
-            shape = tuple(self._encode(first.read("rgb", 0, 1)).shape[1:])
-            self.observation_space = spaces.Box(-np.inf, np.inf, shape, dtype=np.float32)
-        stats = self.store.action_stats or self.store.compute_action_stats(None)
-        self.action_std = np.maximum(stats.std, 1e-6)
+        self.action_space = action_space()
+        latent_shape = None
+        if self.config.obs_mode == "latent":
+            latent_shape = tuple(self._encode(first.read("rgb", 0, 1)).shape[1:])
+        self.observation_space = observation_space(self.config.obs_mode, self.resolution, latent_shape)
+        self.action_std = action_scale(self.store)
         self._episode = None
 
     def _encode(self, rgb: np.ndarray) -> torch.Tensor:
@@ -162,22 +136,12 @@ class DexACReplayEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = sorted(set(options) - {"episode", "start"})
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; known: ['episode', 'start']")
-        episode = options.get("episode")
-        if episode is None:
-            episode = self.names[int(self.np_random.integers(len(self.names)))]
-        elif isinstance(episode, int | np.integer):
-            if not 0 <= int(episode) < len(self.names):
-                raise ValueError(f"episode index must be in 0..{len(self.names) - 1}, got {episode}")
-            episode = self.names[int(episode)]
-        self._episode = self.store.episode(str(episode))
+        name, start = pick_window(self.names, self.store, self.np_random, options)
+        self._episode = self.store.episode(name)
         self._actions = self._episode.read("action").astype(np.float64)
-        self._index = int(options.get("start", 0)) + self.config.context_frames - 1
+        self._index = start + self.config.context_frames - 1
         if not 0 <= self._index < self._episode.length - 1:
-            raise ValueError(f"start {options.get('start')} leaves no frame to step to in "
+            raise ValueError(f"start {start} leaves no frame to step to in "
                              f"{self._episode.name!r} of {self._episode.length} frames")
         self._pose = self._actions[self._index].copy()
         return self._obs(), self._info()

@@ -24,7 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from world_model.action_tokenizer import STD_FLOOR
+
 REWARD_NAMES = ("learned", "goal_image", "pose_tracking")
+
+
+def action_scale(store: Any) -> np.ndarray:
+    """(57,) per-dimension action scale of an episode store for ``RewardInput.action_std``: its
+    action standard deviation (computed if the store has none recorded), floored at
+    ``STD_FLOOR`` like the model's action normaliser, so a dimension that never moves divides
+    nothing by zero."""
+    stats = store.action_stats or store.compute_action_stats(None)
+    return np.maximum(stats.std, STD_FLOOR)
 
 
 @dataclass

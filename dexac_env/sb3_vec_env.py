@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from dexac_env.vector_env import DexACWorldVectorEnv, per_env_options
+from dexac_env.vector_env import DexACWorldVectorEnv
 from dexac_env.world_env import validate_action
 
 
@@ -57,13 +57,9 @@ class DexACWorldSB3VecEnv(VecEnv):
     def step_wait(self):
         if self._actions is None:
             raise RuntimeError("call step_async() before step_wait()")
-        venv, core = self.venv, self.core
-        rewards, _ = core.step(self._actions)
+        core = self.core
+        rewards, truncated = self.venv._advance(self._actions)
         self._actions = None
-        venv._elapsed += 1
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        if venv.max_episode_steps is not None:
-            truncated = venv._elapsed >= venv.max_episode_steps
         dones = truncated.copy()  # the imagined world never terminates by itself
         infos: list[dict[str, Any]] = [
             {"episode_name": core.episodes[i][0], "frame_index": int(core.frame_index[i])}
@@ -75,7 +71,7 @@ class DexACWorldSB3VecEnv(VecEnv):
             for i in ended:
                 infos[i]["terminal_observation"] = self._obs_at(last, i)
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i])
-            venv._restart(ended, per_env_options(None, self.num_envs))
+            self.venv._restart(ended)
         return core.observations(), rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:

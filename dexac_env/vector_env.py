@@ -12,22 +12,30 @@ to tile one env's state over the batch).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dexac_env.actions import action_space
 from dexac_env.world_core import (
     CoreState,
     WorldCore,
     WorldEnvConfig,
-    action_bounds,
     load_world_model,
     open_store,
 )
-from dexac_env.world_env import observation_space, render_fps, validate_action
+from dexac_env.world_env import core_observation_space, render_fps, validate_action
+
+
+@dataclass
+class VectorState(CoreState):
+    """A :class:`CoreState` plus the vector env's time-limit bookkeeping (one entry per env)."""
+
+    elapsed: np.ndarray | None = None  # (N,) int64 steps since each env's reset
+    autoreset: np.ndarray | None = None  # (N,) bool: the env ended and restarts next step
 
 
 def per_env_options(options: dict | None, num_envs: int) -> list[dict]:
@@ -66,10 +74,9 @@ class DexACWorldVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.render_mode = self.config.render_mode
-        low, high = action_bounds()
-        self.single_action_space = spaces.Box(low, high, dtype=np.float32)
+        self.single_action_space = action_space()
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.single_observation_space = observation_space(self.core)
+        self.single_observation_space = core_observation_space(self.core)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         fps = render_fps(self.core.store, self.core.frames_per_step)
         self.metadata = {**self.metadata, "render_fps": fps}
@@ -77,11 +84,23 @@ class DexACWorldVectorEnv(VectorEnv):
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._has_reset = False
 
-    def _restart(self, indices: list[int], options: list[dict]) -> None:
+    def _restart(self, indices: list[int], options: list[dict] | None = None) -> None:
+        """Reset envs ``indices`` (``options``: one reset-options dict per env of the batch)."""
+        options = options or [{} for _ in range(self.num_envs)]
         picks = [self.core.pick(self.np_random, options[i]) for i in indices]
         self.core.reset_envs(indices, picks)
         self.core.seed(indices, [int(self.np_random.integers(2**63 - 1)) for _ in indices])
         self._elapsed[indices] = 0
+
+    def _advance(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step every env to ``targets`` (N, 57). Returns (rewards (N,), truncated (N,) bool):
+        the time limit, the only way an imagined episode ends (it never terminates)."""
+        rewards, _ = self.core.step(targets)
+        self._elapsed += 1
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = self._elapsed >= self.max_episode_steps
+        return rewards, truncated
 
     def _infos(self) -> dict[str, Any]:
         ones = np.ones(self.num_envs, dtype=bool)
@@ -113,16 +132,12 @@ class DexACWorldVectorEnv(VectorEnv):
         # Envs restarting this step are advanced with their own pose (result discarded) so the
         # batch keeps its shape; then they are reset.
         targets[restart] = self.core.pose[restart]
-        rewards, _ = self.core.step(targets)
-        self._elapsed += 1
+        rewards, truncated = self._advance(targets)
         if restart.size:
-            self._restart([int(i) for i in restart], [{} for _ in range(self.num_envs)])
+            self._restart([int(i) for i in restart])
             rewards[restart] = 0.0
+            truncated[restart] = False
         terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        if self.max_episode_steps is not None:
-            truncated = self._elapsed >= self.max_episode_steps
-        truncated[restart] = False
         self._autoreset = terminated | truncated
         return self.core.observations(), rewards, terminated, truncated, self._infos()
 
@@ -132,13 +147,17 @@ class DexACWorldVectorEnv(VectorEnv):
             return None
         return self.core.frames().copy()
 
-    def get_state(self) -> CoreState:
-        state = self.core.get_state()
-        state.extra["elapsed"] = self._elapsed.copy()
-        state.extra["autoreset"] = self._autoreset.copy()
-        return state
+    def get_state(self) -> VectorState:
+        """Snapshot of every env, time limits included (restore with :meth:`set_state`)."""
+        core = self.core.get_state()
+        return VectorState(**{f.name: getattr(core, f.name) for f in fields(core)},
+                           elapsed=self._elapsed.copy(), autoreset=self._autoreset.copy())
 
     def set_state(self, state: CoreState) -> None:
+        """Restore a snapshot (a plain :class:`CoreState` restarts the time limits at 0)."""
         self.core.set_state(state)
-        self._elapsed = np.array(state.extra.get("elapsed", np.zeros(self.num_envs)), dtype=np.int64)
-        self._autoreset = np.array(state.extra.get("autoreset", np.zeros(self.num_envs)), dtype=bool)
+        elapsed = getattr(state, "elapsed", None)
+        autoreset = getattr(state, "autoreset", None)
+        self._elapsed = np.zeros(self.num_envs, np.int64) if elapsed is None else elapsed.astype(np.int64)
+        self._autoreset = np.zeros(self.num_envs, bool) if autoreset is None else autoreset.astype(bool)
+

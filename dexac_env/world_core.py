@@ -6,10 +6,11 @@ layers over :class:`WorldCore`. The core knows the world model only through its 
 (``encode``, ``encode_semantic``, ``predict``, ``decode``, ``reward``).
 
 Per environment it holds the context window of clean latent frames, the current 57-D pose,
-the episode's semantic features (computed once per episode window and cached), the episode's
-demonstration and, if the reward needs one, the goal latent. :meth:`WorldCore.get_state` /
-:meth:`WorldCore.set_state` snapshot and restore all of it (and the sampler's generator) so
-that planners can branch.
+the episode's semantic features and, if the reward needs one, the goal latent. Which episodes
+it draws and what a window encodes to (computed once per episode window and cached) belong to
+:class:`~dexac_env.episode_windows.EpisodeWindows`; the core only steps the batch.
+:meth:`WorldCore.get_state` / :meth:`WorldCore.set_state` snapshot and restore all of it (and
+the sampler's generators) as a typed :class:`CoreState`, so that planners can branch.
 
 Action rows: one env step covers ``frames_per_step`` frames. Row 0 is the current pose; row j
 (1..frames_per_step) is the linear interpolation ``pose + j / frames_per_step * (target -
@@ -23,28 +24,54 @@ the previous call's last row.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from dexac_env.actions import ACTION_DIM, HEAD, LEFT_FINGERS, LEFT_WRIST, RIGHT_FINGERS, RIGHT_WRIST
+from dexac_env.actions import ACTION_DIM
 from dexac_env.defaults import load_world_model, open_store
+from dexac_env.episode_windows import EpisodeWindows
 from dexac_env.replay.store import EpisodeStore
-from dexac_env.rewards import Reward, RewardInput, check_reward_output, make_reward
+from dexac_env.rewards import Reward, RewardInput, action_scale, check_reward_output, make_reward
 from world_model.rollout import rollout_latents
 
-__all__ = ["CoreState", "WorldCore", "WorldEnvConfig", "action_bounds", "load_world_model",
-           "open_store", "select_state"]
+__all__ = ["CoreState", "WorldCore", "WorldEnvConfig", "load_world_model", "open_store",
+           "select_state"]
 
 OBS_MODES = ("rgb", "latent", "dict")
-_CACHE_SIZE = 256
+
+
+class EnvKwargs:
+    """What the env configs share: built from ``gym.make``'s keywords, validated alike."""
+
+    ENV_ID: ClassVar[str]
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Any:
+        """Build from keyword arguments; unknown keys raise one ValueError naming them all."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {cls.ENV_ID} argument(s) {unknown}; known: {known}")
+        return cls(**kwargs)
+
+    def check(self, *int_fields: str, allow_none: bool = True) -> None:
+        """Validate ``obs_mode``, ``render_mode`` and the named fields: ints >= 1 (or None when
+        ``allow_none``)."""
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
+        for name in int_fields:
+            value = getattr(self, name)
+            if (value is not None or not allow_none) and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {self.render_mode!r}")
 
 
 @dataclass(frozen=True)
-class WorldEnvConfig:
+class WorldEnvConfig(EnvKwargs):
     """Configuration of the imagined environment (every key ``gym.make`` accepts).
 
     checkpoint: a ``WorldModel`` instance or a path to its ``.safetensors`` (None: the default).
@@ -75,54 +102,24 @@ class WorldEnvConfig:
     device: str = "cpu"
     render_mode: str | None = None
 
+    ENV_ID: ClassVar[str] = "DexACWorld-v0"
+
     def __post_init__(self) -> None:
-        if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
-        if self.frames_per_step is not None and (
-            not isinstance(self.frames_per_step, int) or self.frames_per_step < 1
-        ):
-            raise ValueError(f"frames_per_step must be an int >= 1, got {self.frames_per_step!r}")
-        if self.sampling_steps is not None and (
-            not isinstance(self.sampling_steps, int) or self.sampling_steps < 1
-        ):
-            raise ValueError(f"sampling_steps must be an int >= 1, got {self.sampling_steps!r}")
-        if self.render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {self.render_mode!r}")
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> WorldEnvConfig:
-        """Build from keyword arguments; unknown keys raise one ValueError naming them all."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise ValueError(f"unknown DexACWorld-v0 argument(s) {unknown}; known: {known}")
-        return cls(**kwargs)
-
-
-def action_bounds() -> tuple[np.ndarray, np.ndarray]:
-    """Physical plausibility bounds of the 57-D pose: positions in metres, 6D entries in [-1, 1].
-
-    Head and wrist positions within 2 m of the episode frame's origin; fingertips within
-    0.3 m of their wrist. Actions outside are accepted as given (they are poses, not torques).
-    """
-    high = np.ones(ACTION_DIM, dtype=np.float32)
-    for dims in (HEAD, LEFT_WRIST, RIGHT_WRIST):
-        high[dims.start : dims.start + 3] = 2.0
-    high[LEFT_FINGERS] = 0.3
-    high[RIGHT_FINGERS] = 0.3
-    return -high, high
+        self.check("frames_per_step", "sampling_steps")
 
 
 @dataclass
 class CoreState:
-    """A snapshot of a :class:`WorldCore` batch (tensors cloned; safe to keep and restore)."""
+    """A snapshot of a :class:`WorldCore` batch of N envs (tensors cloned; safe to keep and
+    restore). Every field holds one entry per env, so :func:`select_state` can pick envs."""
 
-    context: torch.Tensor  # (N, context_frames, C, h, w)
-    pose: np.ndarray  # (N, 57) float64
-    frame_index: np.ndarray  # (N,) int64
+    context: torch.Tensor  # (N, context_frames, C, h, w) clean latent frames
+    pose: np.ndarray  # (N, 57) float64 current pose
+    frame_index: np.ndarray  # (N,) int64 newest frame's index in its source episode
     episodes: list[tuple[str, int]]  # (episode name, start) per env
-    generator_states: list[torch.Tensor]  # one per env
-    extra: dict[str, Any] = field(default_factory=dict)
+    generator_states: list[torch.Tensor]  # the sampler's generator state, one per env
+    semantic_rows: list[Any]  # the model's semantic features, one per env
+    goal_latent: torch.Tensor | None = None  # (N, C, h, w), only when the reward needs a goal
 
 
 class WorldCore:
@@ -131,10 +128,7 @@ class WorldCore:
     def __init__(self, model: Any, config: WorldEnvConfig, num_envs: int, store: EpisodeStore):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.model = model
-        self.config = config
-        self.num_envs = num_envs
-        self.store = store
+        self.model, self.config, self.num_envs, self.store = model, config, num_envs, store
         self.device = torch.device(config.device)
         self.reward_fn: Reward = make_reward(config.reward)
         wm = model.config
@@ -148,142 +142,60 @@ class WorldCore:
                 f"frames_per_step must be a multiple of the tokenizer's temporal compression "
                 f"{self.temporal_compression}, got {self.frames_per_step}"
             )
-        self.resolution = int(wm.tokenizer.resolution)
-        self.context_pixel_frames = (
-            self.context_frames if self.temporal_compression == 1
-            else 1 + (self.context_frames - 1) * self.temporal_compression
-        )
+        self.windows = EpisodeWindows(model, store, config.task, config.split, self.device,
+                                      self.reward_fn.needs_goal)
+        self.resolution = self.windows.resolution
+        self.context_pixel_frames = self.windows.context_pixel_frames
         with torch.no_grad():
             probe = torch.zeros(1, 1, self.resolution, self.resolution, 3, dtype=torch.uint8)
             self.latent_shape = tuple(model.encode(probe.to(self.device)).shape[2:])  # (C, h, w)
         # One generator per env: predict() draws each env's noise from its own, so an env's
         # imagined episode depends on its seed only, not on the batch it runs in.
         self.generators = [torch.Generator(device=self.device) for _ in range(num_envs)]
-        self._window_cache: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
-        self._demo_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._candidates: list[str] | None = None
-        self.candidates()  # fail at construction if the task/split filters match nothing
-        stats = store.action_stats or store.compute_action_stats(None)
-        self.action_std = np.maximum(stats.std, 1e-6)
+        self.action_std = action_scale(store)
         # Batch state; filled by reset_envs.
         self.context = torch.zeros((num_envs, self.context_frames, *self.latent_shape),
                                    device=self.device)
         self.pose = np.zeros((num_envs, ACTION_DIM), dtype=np.float64)
         self.frame_index = np.zeros(num_envs, dtype=np.int64)
         self.episodes: list[tuple[str, int]] = [("", 0)] * num_envs
-        self._semantic_rows: list[Any] = [None] * num_envs
+        self.semantic_rows: list[Any] = [None] * num_envs
+        self.goal_latent: torch.Tensor | None = None  # (N, C, h, w) when the reward needs it
         self._semantic_batch: Any = None
-        self.goal_latent: torch.Tensor | None = None
         self._frames: np.ndarray | None = None  # decoded newest frames, (N, H, W, 3)
 
     # -- episodes ------------------------------------------------------------------------------
 
     def demo_actions(self, name: str) -> np.ndarray:
-        if name not in self._demo_cache:
-            self._demo_cache[name] = self.store.episode(name).read("action").astype(np.float64)
-            _trim(self._demo_cache)
-        return self._demo_cache[name]
+        """(L, 57) float64 stored actions of episode ``name``."""
+        return self.windows.demo_actions(name)
 
-    def _load_window(self, name: str, start: int) -> dict[str, Any]:
-        """Encoded context, semantic features and goal latent of one episode window (cached)."""
-        key = (name, start)
-        if key in self._window_cache:
-            self._window_cache.move_to_end(key)
-            return self._window_cache[key]
-        episode = self.store.episode(name)
-        stop = start + self.context_pixel_frames
-        if start < 0 or stop > episode.length:
-            raise ValueError(
-                f"start {start} leaves no room for {self.context_pixel_frames} context frames in "
-                f"episode {name!r} of {episode.length} frames (valid: 0..{episode.length - self.context_pixel_frames})"
-            )
-        rgb = episode.read("rgb", start, stop)  # (T, H, W, 3)
-        if rgb.shape[1:3] != (self.resolution, self.resolution):
-            raise ValueError(
-                f"episode {name!r} has {rgb.shape[1]}x{rgb.shape[2]} frames, the world model "
-                f"expects {self.resolution}x{self.resolution}; use a store rendered at that size"
-            )
-        with torch.no_grad():
-            frames = torch.from_numpy(rgb).to(self.device)
-            context = self.model.encode(frames[None])[0]  # (context_frames, C, h, w)
-            if context.shape[0] != self.context_frames:
-                raise ValueError(
-                    f"encoding {len(rgb)} frames gave {context.shape[0]} latent frames, "
-                    f"expected {self.context_frames}"
-                )
-            semantic = self.model.encode_semantic(frames[-1:], [episode.task_text])
-            goal = None
-            if self.reward_fn.needs_goal:
-                last = torch.from_numpy(episode.read("rgb", episode.length - 1)).to(self.device)
-                goal = self.model.encode(last[None])[0, -1]  # (C, h, w)
-        entry = {"context": context, "semantic": semantic, "goal": goal,
-                 "pose": self.demo_actions(name)[stop - 1], "frame_index": stop - 1}
-        self._window_cache[key] = entry
-        _trim(self._window_cache)
-        return entry
+    def candidates(self) -> list[str]:
+        """Episode names this core draws from (task/split filters, long enough for a context)."""
+        return self.windows.names
+
+    def pick(self, rng: np.random.Generator, options: dict | None) -> tuple[str, int]:
+        """An (episode, start) window: ``options["episode"]`` (name or index) and
+        ``options["start"]`` if given, else a random episode from ``rng`` starting at frame 0."""
+        return self.windows.pick(rng, options)
 
     def reset_envs(self, indices: list[int], picks: list[tuple[str, int]]) -> None:
         """Restart envs ``indices`` on the given (episode name, start) windows."""
         if len(indices) != len(picks):
             raise ValueError(f"{len(indices)} indices but {len(picks)} episode picks")
-        goal_rows = []
+        if self.reward_fn.needs_goal and self.goal_latent is None:
+            self.goal_latent = torch.zeros((self.num_envs, *self.latent_shape), device=self.device)
         for i, (name, start) in zip(indices, picks, strict=True):
-            entry = self._load_window(name, int(start))
-            self.context[i] = entry["context"]
-            self.pose[i] = entry["pose"]
-            self.frame_index[i] = entry["frame_index"]
+            window = self.windows.load(name, int(start))
+            self.context[i] = window.context
+            self.pose[i] = window.pose
+            self.frame_index[i] = window.frame_index
             self.episodes[i] = (name, int(start))
-            self._semantic_rows[i] = entry["semantic"]
-            goal_rows.append((i, entry["goal"]))
-        if self.reward_fn.needs_goal:
-            if self.goal_latent is None:
-                self.goal_latent = torch.zeros((self.num_envs, *self.latent_shape),
-                                               device=self.device)
-            for i, goal in goal_rows:
-                self.goal_latent[i] = goal
+            self.semantic_rows[i] = window.semantic
+            if self.goal_latent is not None:
+                self.goal_latent[i] = window.goal
         self._semantic_batch = None
         self._frames = None
-
-    def candidates(self) -> list[str]:
-        """Episode names this core draws from (task/split filters, long enough for a context)."""
-        if self._candidates is None:
-            found = [
-                e for e in self.store.episodes(self.config.split)
-                if (self.config.task is None or e.attrs.get("task") == self.config.task)
-                and e.length >= self.context_pixel_frames
-            ]
-            if not found:
-                tasks = sorted({str(e.attrs.get("task")) for e in self.store.episodes()})
-                raise ValueError(
-                    f"no episode in {self.store.path} with task={self.config.task!r}, "
-                    f"split={self.config.split!r} and >= {self.context_pixel_frames} frames; "
-                    f"tasks in the store: {tasks}"
-                )
-            self._candidates = [e.name for e in found]
-        return self._candidates
-
-    def pick(self, rng: np.random.Generator, options: dict | None) -> tuple[str, int]:
-        """An (episode, start) window: ``options["episode"]`` (name or index) and
-        ``options["start"]`` if given, else a random episode from ``rng`` starting at frame 0."""
-        options = dict(options or {})
-        unknown = sorted(set(options) - {"episode", "start"})
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; known: ['episode', 'start']")
-        names = self.candidates()
-        episode = options.get("episode")
-        if episode is None:
-            name = names[int(rng.integers(len(names)))]
-        elif isinstance(episode, int | np.integer):
-            if not 0 <= int(episode) < len(names):
-                raise ValueError(f"episode index must be in 0..{len(names) - 1}, got {episode}")
-            name = names[int(episode)]
-        elif isinstance(episode, str):
-            if not self.store.has_episode(episode):
-                raise ValueError(f"no episode {episode!r} in {self.store.path}")
-            name = episode
-        else:
-            raise ValueError(f"options['episode'] must be a name or an index, got {episode!r}")
-        return name, int(options.get("start", 0))
 
     def seed(self, indices: list[int], seeds: list[int]) -> None:
         """Seed the sampler generators of envs ``indices``."""
@@ -293,8 +205,8 @@ class WorldCore:
     # -- stepping ------------------------------------------------------------------------------
 
     def _semantic(self) -> Any:
-        if self._semantic_batch is None and self._semantic_rows[0] is not None:
-            rows = self._semantic_rows
+        if self._semantic_batch is None and self.semantic_rows[0] is not None:
+            rows = self.semantic_rows
             self._semantic_batch = type(rows[0]).cat(rows) if len(rows) > 1 else rows[0]
         return self._semantic_batch
 
@@ -353,19 +265,21 @@ class WorldCore:
     # -- planner support -----------------------------------------------------------------------
 
     def get_state(self) -> CoreState:
+        """A snapshot of every env (restore with :meth:`set_state`)."""
         return CoreState(
             context=self.context.clone(), pose=self.pose.copy(),
             frame_index=self.frame_index.copy(), episodes=list(self.episodes),
             generator_states=[g.get_state() for g in self.generators],
-            extra={"goal": None if self.goal_latent is None else self.goal_latent.clone(),
-                   "semantic_rows": list(self._semantic_rows)},
+            semantic_rows=list(self.semantic_rows),
+            goal_latent=None if self.goal_latent is None else self.goal_latent.clone(),
         )
 
     def set_state(self, state: CoreState) -> None:
+        """Restore a snapshot of a batch of the same size (see :func:`select_state`)."""
         if state.context.shape != self.context.shape:
             raise ValueError(
                 f"state holds a batch of shape {tuple(state.context.shape)}, this core has "
-                f"{tuple(self.context.shape)}; use CoreState.select to pick envs"
+                f"{tuple(self.context.shape)}; use select_state to pick envs"
             )
         self.context = state.context.clone()
         self.pose = state.pose.copy()
@@ -373,31 +287,29 @@ class WorldCore:
         self.episodes = list(state.episodes)
         for generator, generator_state in zip(self.generators, state.generator_states, strict=True):
             generator.set_state(generator_state)
-        goal = state.extra.get("goal")
-        self.goal_latent = None if goal is None else goal.clone()
-        self._semantic_rows = list(state.extra["semantic_rows"])
+        self.goal_latent = None if state.goal_latent is None else state.goal_latent.clone()
+        self.semantic_rows = list(state.semantic_rows)
         self._semantic_batch = None
         self._frames = None
 
 
+def _take(value: Any, idx: list[int]) -> Any:
+    """Entries ``idx`` of one per-env field (a copy)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value[idx].clone()
+    if isinstance(value, np.ndarray):
+        return value[idx].copy()
+    if isinstance(value, list):
+        return [value[i] for i in idx]
+    raise TypeError(f"a per-env state field must be a tensor, array or list, got {type(value)}")
+
+
 def select_state(state: CoreState, indices: list[int] | np.ndarray) -> CoreState:
-    """The sub-batch ``indices`` of a state (repeat an index to branch one env N ways)."""
+    """The sub-batch ``indices`` of a state (repeat an index to branch one env N ways). Works
+    on subclasses (the vector env's state) too: every field holds one entry per env."""
     idx = [int(i) for i in indices]
-    extra = {}
-    for key, value in state.extra.items():
-        if isinstance(value, torch.Tensor | np.ndarray):
-            extra[key] = value[idx].copy() if isinstance(value, np.ndarray) else value[idx].clone()
-        elif isinstance(value, list):
-            extra[key] = [value[i] for i in idx]
-        else:
-            extra[key] = value
-    return replace(
-        state, context=state.context[idx].clone(), pose=state.pose[idx].copy(),
-        frame_index=state.frame_index[idx].copy(), episodes=[state.episodes[i] for i in idx],
-        generator_states=[state.generator_states[i].clone() for i in idx], extra=extra,
-    )
-
-
-def _trim(cache: OrderedDict) -> None:
-    while len(cache) > _CACHE_SIZE:
-        cache.popitem(last=False)
+    picked = {f.name: _take(getattr(state, f.name), idx) for f in fields(state)}
+    picked["generator_states"] = [state.generator_states[i].clone() for i in idx]
+    return replace(state, **picked)

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from dexac_env.actions import ACTION_DIM, check_actions
+from dexac_env.actions import ACTION_DIM, action_space, check_actions
 from dexac_env.world_core import (
+    OBS_MODES,
     CoreState,
     WorldCore,
     WorldEnvConfig,
-    action_bounds,
     load_world_model,
     open_store,
 )
@@ -53,17 +53,30 @@ def render_fps(store: Any, frames_per_step: int = 1) -> float:
     return fps / frames_per_step
 
 
-def observation_space(core: WorldCore) -> spaces.Space:
-    image = spaces.Box(0, 255, (core.resolution, core.resolution, 3), dtype=np.uint8)
-    if core.config.obs_mode == "rgb":
+def observation_space(
+    obs_mode: str, image_shape: tuple[int, int], latent_shape: tuple[int, ...] | None = None
+) -> spaces.Space:
+    """The observation space of ``DexACWorld-v0`` and ``DexACReplay-v0`` in ``obs_mode``:
+    ``"rgb"`` uint8 (H, W, 3), ``"latent"`` float32 ``latent_shape`` (C, h, w), ``"dict"``
+    ``{"image", "proprio"}``. proprio is the commanded pose, which may leave the action space
+    (it is passed on as given): unbounded."""
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+    image = spaces.Box(0, 255, (*image_shape, 3), dtype=np.uint8)
+    if obs_mode == "rgb":
         return image
-    if core.config.obs_mode == "latent":
-        return spaces.Box(-np.inf, np.inf, core.latent_shape, dtype=np.float32)
-    low, high = action_bounds()
-    # proprio is the commanded pose, which may leave the action bounds: unbounded.
-    del low, high
+    if obs_mode == "latent":
+        if latent_shape is None:
+            raise ValueError("obs_mode='latent' needs the latent shape (C, h, w)")
+        return spaces.Box(-np.inf, np.inf, tuple(latent_shape), dtype=np.float32)
     proprio = spaces.Box(-np.inf, np.inf, (ACTION_DIM,), dtype=np.float32)
     return spaces.Dict({"image": image, "proprio": proprio})
+
+
+def core_observation_space(core: WorldCore) -> spaces.Space:
+    """:func:`observation_space` of one env of a :class:`WorldCore`."""
+    shape = (core.resolution, core.resolution)
+    return observation_space(core.config.obs_mode, shape, core.latent_shape)
 
 
 class DexACWorldEnv(gym.Env):
@@ -77,11 +90,12 @@ class DexACWorldEnv(gym.Env):
 
     ## Action Space
 
-    `Box(57,)` float32, the same units and meaning as the simulator `DexACSim-v0`: the target
-    pose of the next frame (`dexac_env.actions`: head 0:9 and wrists 9:27 as position in
-    metres plus 6D rotation in the episode frame, fingertips 27:57 in metres in their wrist's
-    frame). Bounds are plausibility limits (2 m, 6D entries in [-1, 1], fingertips 0.3 m);
-    values outside are passed on as given. Shape, dtype or non-finite errors raise ValueError.
+    `dexac_env.actions.action_space()`, the one action space of every env (the simulator
+    `DexACSim-v0` included): `Box(57,)` float32, the target pose of the next frame
+    (`dexac_env.actions`: head 0:9 and wrists 9:27 as position in metres plus 6D rotation in
+    the episode frame, fingertips 27:57 in metres in their wrist's frame). Bounds are
+    plausibility limits (2 m, 6D entries in [-1, 1], fingertips 0.3 m); values outside are
+    passed on as given (the simulator clips them). Shape, dtype or non-finite errors raise ValueError.
     With `frames_per_step=k` one step covers k frames: the poses of the intermediate frames
     interpolate linearly from the current pose to the action, which is the pose of the k-th.
 
@@ -140,9 +154,8 @@ class DexACWorldEnv(gym.Env):
         model = load_world_model(self.config.checkpoint, self.config.device)
         self.core = WorldCore(model, self.config, 1, open_store(self.config.store))
         self.render_mode = self.config.render_mode
-        low, high = action_bounds()
-        self.action_space = spaces.Box(low, high, dtype=np.float32)
-        self.observation_space = observation_space(self.core)
+        self.action_space = action_space()
+        self.observation_space = core_observation_space(self.core)
         fps = render_fps(self.core.store, self.core.frames_per_step)
         self.metadata = {**self.metadata, "render_fps": fps}
         self._has_reset = False

@@ -143,3 +143,16 @@ def test_solver_failure_is_undone_and_flagged(monkeypatch):
         resets += count
         assert lowest > -0.01, f"seed {seed}: an object stayed inside the table"
     assert resets > 0
+
+
+def test_every_env_has_the_one_action_space():
+    """Same units and meaning in every env, so the same bounds: dexac_env.actions.action_space()."""
+    from dexac_env.actions import action_space
+
+    for env_id, kwargs in ENV_KWARGS.items():
+        env = gym.make(env_id, **kwargs)
+        assert env.action_space == action_space(), env_id
+        env.close()
+    venv = gym.make_vec("DexACWorld-v0", num_envs=2, **ENV_KWARGS["DexACWorld-v0"])
+    assert venv.single_action_space == action_space()
+    venv.close()

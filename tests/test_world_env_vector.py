@@ -117,3 +117,23 @@ def test_sb3_vec_env_same_step_reset_and_learn(tiny_model, store_path):
         assert not np.array_equal(info["terminal_observation"], obs[i])  # obs is the new episode
     model = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=8)
+
+
+def test_branched_state_carries_each_envs_goal_and_time_limit(tiny_model, store_path):
+    envs = gym.make_vec("DexACWorld-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                        checkpoint=tiny_model, store=store_path, sampling_steps=1,
+                        obs_mode="latent", reward="goal_image", max_episode_steps=2).unwrapped
+    envs.reset(seed=0, options={"episode": ["ep0", "ep2"]})
+    actions = envs.core.pose.astype(np.float32)
+    envs.step(actions)
+    envs.reset(options={"reset_mask": np.array([True, False]), "episode": ["ep0", "ep2"]})
+    state = envs.get_state()
+    assert state.elapsed.tolist() == [0, 1] and state.goal_latent.shape[0] == 2
+    branched = select_state(state, [1, 1])  # env 1 (ep2, one step from its time limit) twice
+    assert branched.elapsed.tolist() == [1, 1]
+    assert branched.episodes == [state.episodes[1]] * 2
+    torch.testing.assert_close(branched.goal_latent[0], state.goal_latent[1])
+    envs.set_state(branched)
+    _, _, _, truncated, _ = envs.step(envs.core.pose.astype(np.float32))
+    assert truncated.tolist() == [True, True]
+    envs.close()

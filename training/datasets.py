@@ -17,6 +17,7 @@ and ``success`` are read at the last pixel frame of every target latent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dexac_env.replay.store import Episode, EpisodeStore, StoreError
+from dexac_env.defaults import open_store
+from dexac_env.replay.store import Episode, StoreError
 
 SEMANTIC_KEYS = ("semantic_image", "semantic_text")
 # Which frame's semantic features condition a window. A rollout computes them once, from its
@@ -33,17 +35,6 @@ SEMANTIC_KEYS = ("semantic_image", "semantic_text")
 # the window's last context frame (a pure function of the item index, so resume stays exact);
 # "last_context" always takes the newest context frame.
 SEMANTIC_FRAMES = ("rollout", "last_context")
-
-
-def open_store(path: str | Path, mode: str = "r") -> EpisodeStore:
-    """Open a store with a message that says how to make one when it is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(
-            f"episode store {path} does not exist; generate one with `dexac sim generate` "
-            "or import a data set first"
-        )
-    return EpisodeStore.open(path, mode=mode)
 
 
 class _StoreDataset(Dataset):
@@ -204,6 +195,7 @@ class LatentWindowDataset(_StoreDataset):
         return item
 
 
+@dataclass(eq=False)
 class ShardedBatchSampler:
     """Micro-batches of dataset indices for one rank, from a global order fixed by the seed.
 
@@ -213,32 +205,25 @@ class ShardedBatchSampler:
     function of ``(seed, m)``, so iteration can start at any micro-step.
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        start: int = 0,
-        stop: int | None = None,
-    ):
-        global_batch = batch_size * world_size
-        if num_samples < global_batch:
+    num_samples: int
+    batch_size: int
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    start: int = 0  # first micro-step
+    stop: int | None = None  # micro-step to stop before (None: endless)
+
+    def __post_init__(self) -> None:
+        global_batch = self.batch_size * self.world_size
+        if self.num_samples < global_batch:
             raise ValueError(
-                f"the dataset has {num_samples} samples, fewer than one global batch "
-                f"({batch_size} per rank x {world_size} ranks); use a smaller batch or more data"
+                f"the dataset has {self.num_samples} samples, fewer than one global batch "
+                f"({self.batch_size} per rank x {self.world_size} ranks); use a smaller batch or "
+                "more data"
             )
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
-        self.seed = seed
-        self.start = start
-        self.stop = stop
-        self.batches_per_epoch = num_samples // global_batch
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
+        self.batches_per_epoch = self.num_samples // global_batch
         self._cache: tuple[int, np.ndarray] | None = None
 
     def epoch_of(self, micro_step: int) -> int:
