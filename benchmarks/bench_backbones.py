@@ -64,9 +64,8 @@ def _calls(model: WorldModel, batch: dict) -> dict:
         loss, _ = model.loss(batch)
         loss.backward()
 
-    @torch.no_grad()
-    def forward():
-        model.eval()
+    def forward():  # timed under no_grad; FLOPs counted with grad on (flop_counter's
+        model.eval()  # module tracker fails on no-grad calls), the count is the same
         context = model._context(batch["actions"], None, None)
         model.dit(frames, sigma, context, cfg.context_frames)
 
@@ -86,12 +85,15 @@ def bench(size: str, variant: str, batch_size: int, repeats: int, device: torch.
     for fns in calls.values():  # warm-up
         for fn in fns.values():
             fn()
+    for model in models.values():
+        model.zero_grad(set_to_none=True)
     for _ in range(repeats):  # alternate backbones within each repeat
         for name, fns in calls.items():
             for call, fn in fns.items():
                 _sync(device)
                 start = time.perf_counter()
-                fn()
+                with torch.set_grad_enabled(call == "train_step"):
+                    fn()
                 _sync(device)
                 times[name][call].append(time.perf_counter() - start)
     results = {}
