@@ -187,7 +187,8 @@ class DeltaPose:
             step = lim.head_rot if part == "head" else lim.wrist_rot
             rot = matrix_from_rot6d(pose[:, dims.start + 3 : dims.stop])  # (N, 3, 3)
             turn = Rotation.from_rotvec(step * a).as_matrix()  # (N, 3, 3), about own axes
-            pose[:, dims.start + 3 : dims.stop] = rot6d_from_matrix(rot @ turn)
+            turning = np.any(a != 0, axis=1)  # a zero action leaves the 6D entries untouched
+            pose[turning, dims.start + 3 : dims.stop] = rot6d_from_matrix(rot @ turn)[turning]
         elif kind == "fingers":
             pose[:, _FINGER_SLICES[part]] += lim.finger * a
         elif kind == "grasp":

@@ -8,7 +8,7 @@ batched ``DexACWorldSB3VecEnv`` (one sampler call per step for all envs), for ``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import gymnasium as gym
@@ -58,7 +58,11 @@ class AgentEnvConfig:
             raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready fields (a WorldModel or store object given in place of a path is named
+        by its type)."""
+        plain = (str, int, float, bool, type(None))
+        return {f.name: v if isinstance(v := getattr(self, f.name), plain) else type(v).__name__
+                for f in fields(self)}
 
     def world_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of DexACWorld-v0 (dict observations)."""

@@ -74,6 +74,7 @@ class ProgressCallback(BaseCallback):
                 row = {"step": self.num_timesteps, "return": float(info["episode"]["r"]),
                        "length": int(info["episode"]["l"])}
                 self.episodes.write(json.dumps(row) + "\n")
+                self.episodes.flush()  # readable while training runs
         if self.num_timesteps - self._last_save >= self.save_every:
             save_model(self.model, self.run_dir)
             self._last_save = self.num_timesteps

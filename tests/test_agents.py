@@ -1,0 +1,166 @@
+"""agents/: delta-pose actions, wrappers (both env checkers, both envs), planners, PPO, MPC.
+
+World-model tests use the shipped tiny checkpoint and store with 1 sampler step, loaded once.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from agents.actions import ACTION_SETS, DeltaPose, StepLimits, action_dim, synergy_postures
+from agents.envs import AgentEnvConfig, make_env, make_vec_env
+from agents.features import ImageProprioExtractor
+from agents.planners import CEM, MPPI, PlannerConfig
+from agents.reward_eval import head_scores
+from agents.wrappers import SuccessTermination
+from dexac_env.actions import LEFT_FINGERS, LEFT_WRIST, RIGHT_WRIST
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    from dexac_env.defaults import load_world_model
+
+    return load_world_model(None)
+
+
+def config(kind: str, model=None, **kwargs) -> AgentEnvConfig:
+    world = {"checkpoint": model, "split": None, "sampling_steps": 1} if kind == "world" else {}
+    return AgentEnvConfig(kind=kind, **({"max_episode_steps": 3} | world | kwargs))
+
+
+# -- actions -----------------------------------------------------------------------------------
+
+def test_zero_action_holds_the_pose_and_steps_respect_the_limits():
+    rng = np.random.default_rng(0)
+    start = rng.normal(0, 0.1, (2, 57))
+    start[:, LEFT_WRIST.start + 3 : LEFT_WRIST.stop] = [1, 0, 0, 0, 1, 0]
+    limits = StepLimits()
+    delta = DeltaPose(2, "full", limits)
+    delta.reset(start)
+    np.testing.assert_allclose(delta(np.zeros((2, action_dim("full")))), start, atol=1e-12)
+    moved = delta(np.ones((2, action_dim("full"))) * 5.0)  # clipped to 1
+    step = moved[:, LEFT_WRIST.start : LEFT_WRIST.start + 3] - start[:, LEFT_WRIST.start : LEFT_WRIST.start + 3]
+    np.testing.assert_allclose(step, limits.wrist_pos)
+    np.testing.assert_allclose(moved[:, LEFT_FINGERS] - start[:, LEFT_FINGERS], limits.finger)
+
+
+def test_workspace_and_grasp_synergy_bounds():
+    delta = DeltaPose(1, "wrist_pos_grasp")
+    start = np.zeros((1, 57))
+    delta.reset(start)
+    for _ in range(100):
+        pose = delta(np.ones((1, delta.dim)))
+    assert np.all(np.abs(pose[0, RIGHT_WRIST.start : RIGHT_WRIST.start + 3]) <= StepLimits().workspace + 1e-12)
+    np.testing.assert_allclose(pose[0, LEFT_FINGERS], synergy_postures()["left_fist"].reshape(15))
+    assert {action_dim(name) for name in ACTION_SETS} == {48, 14, 8}
+
+
+# -- wrappers ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["sim", "world"])
+def test_wrapped_envs_pass_both_checkers_without_warnings(kind, world_model):
+    env = make_env(config(kind, world_model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # the one note Gymnasium's checker gives for any wrapper: it is the wrapper we check
+        warnings.filterwarnings("ignore", message=".*different from the unwrapped version.*")
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=True)
+    env.close()
+
+
+def test_both_envs_share_spaces(world_model):
+    sim, world = make_env(config("sim")), make_env(config("world", world_model))
+    assert sim.observation_space == world.observation_space
+    assert sim.action_space == world.action_space
+    sim.close()
+    world.close()
+
+
+def test_vec_env_restarts_delta_tracking_after_autoreset():
+    venv = make_vec_env(config("sim", max_episode_steps=2), num_envs=2)
+    first = venv.reset()
+    for _ in range(2):
+        _, _, dones, infos = venv.step(np.ones((2, venv.action_space.shape[0]), np.float32))
+    assert dones.all() and infos[0]["terminal_observation"]["image"].shape[0] == 3
+    # back at the new episode's first pose, not where the old episode's actions led
+    np.testing.assert_allclose(venv.delta.state.pose, venv.delta.state.start)
+    assert first["image"].dtype == np.uint8
+    venv.close()
+
+
+def test_success_termination_ends_an_imagined_episode(world_model):
+    env = SuccessTermination(make_env(config("world", world_model)).env, threshold=1e-9)
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step(env.unwrapped.core.pose[0].astype(np.float32))
+    assert terminated and 0.0 <= info["success_prob"] <= 1.0
+
+
+# -- learning and planning -----------------------------------------------------------------------
+
+def test_ppo_trained_in_imagination_continues_in_the_simulator(world_model):
+    world = make_vec_env(config("world", world_model), num_envs=2)
+    model = PPO("MultiInputPolicy", world, n_steps=4, batch_size=8, n_epochs=1,
+                policy_kwargs={"features_extractor_class": ImageProprioExtractor}, seed=0)
+    model.learn(8)
+    sim = make_vec_env(config("sim"), num_envs=2)
+    model.set_env(sim)  # same spaces: the policy moves to the real env unchanged
+    model.learn(8, reset_num_timesteps=False)
+    assert model.num_timesteps >= 16
+    world.close()
+    sim.close()
+
+
+@pytest.mark.parametrize("planner_class", [CEM, MPPI])
+def test_planner_finds_the_known_optimum_of_a_toy_model(planner_class):
+    target = np.array([0.6, -0.3, 0.1])
+
+    def scorer(sequences):  # (K, H, A): best sequence repeats the target
+        return -((sequences - target) ** 2).sum(axis=(1, 2))
+
+    cfg = PlannerConfig(horizon=3, population=64, iterations=8, elites=8, temperature=0.5)
+    planner = planner_class(3, cfg, seed=0)
+    action = planner.plan(scorer)
+    np.testing.assert_allclose(action, target, atol=0.1)
+
+
+@pytest.mark.parametrize("kind", ["sim", "world"])
+def test_mpc_acts_in_the_simulator_planning_in_either_model(kind, world_model):
+    from agents.branching import SimBranch, WorldBranch
+    from agents.evaluate import run_episode
+    from agents.policies import MPCPolicy
+
+    cfg = PlannerConfig(horizon=2, population=4, iterations=1, elites=2)
+    planner = CEM(action_dim("wrist_pos_grasp"), cfg)
+    scorer = (SimBranch(config("sim")) if kind == "sim"
+              else WorldBranch(config("world", world_model), population=4))
+    env = make_env(config("sim", max_episode_steps=2))
+    episode = run_episode(env, MPCPolicy(planner, scorer, f"mpc_{kind}"), seed=3)
+    assert episode.poses.shape == (2, 57) and np.isfinite(episode.real_return)
+    assert planner.last_returns is not None and planner.last_returns.shape == (4,)
+
+
+def test_imagined_returns_replay_a_simulator_episode(world_model):
+    from agents.evaluate import imagined_returns, run_episode
+    from agents.policies import RandomPolicy
+
+    env = make_env(config("sim"))
+    episodes = [run_episode(env, RandomPolicy(), seed) for seed in (0, 1)]
+    returns, frames = imagined_returns(config("world", world_model), episodes)
+    assert returns.shape == (2,) and np.all(np.isfinite(returns))
+    assert frames.shape == (4, 64, 64, 3)
+
+
+def test_reward_head_scores_are_perfect_for_a_perfect_head():
+    truth = np.array([0, 0, 1, 1], bool)
+    scores = head_scores({"prob": np.array([0.1, 0.2, 0.8, 0.9]), "true_success": truth,
+                          "reward": np.array([0.0, 0.1, 0.9, 1.0]),
+                          "true_reward": np.array([0.0, 0.1, 0.9, 1.0])})
+    assert scores["success_auc"] == 1.0 and scores["success_f1"] == 1.0
+    assert scores["reward_mse"] == 0.0
