@@ -24,11 +24,11 @@ FAMILY_OF_DIM = np.array(["head"] * 9 + ["wrist"] * 18 + ["finger"] * 30)  # = a
 FAMILY_COLORS = {"head": "#d62728", "wrist": "#1f77b4", "finger": "#2ca02c"}
 
 
-def action_chunks(model, episodes, per_episode: int = 8) -> torch.Tensor:
-    """(N, 1 + action_frames, 57) raw action chunks drawn evenly from the episodes."""
+def action_chunks(model, episodes, per_episode: int = 8, max_episodes: int = 8) -> torch.Tensor:
+    """(N, 1 + action_frames, 57) raw action chunks drawn evenly from the first episodes."""
     rows = int(model.config.action_rows)
     chunks = []
-    for episode in episodes:
+    for episode in episodes[:max_episodes]:
         starts = np.linspace(0, len(episode.actions) - rows, per_episode).round().astype(int)
         chunks += [episode.actions[s : s + rows] for s in np.unique(starts)]
     return torch.as_tensor(np.stack(chunks), dtype=torch.float32)
@@ -44,8 +44,10 @@ def adaln_sensitivity(model, chunks: torch.Tensor) -> np.ndarray | None:
         jac_norms = []
         for i in range(len(actions)):  # one backward per chunk: per-sample Jacobian norms
             emb = conditioning.global_emb[i]
-            grads = [torch.autograd.grad(emb[j], actions, retain_graph=True)[0][i]
-                     for j in range(0, emb.shape[0], max(1, emb.shape[0] // 32))]
+            grads = [
+                torch.autograd.grad(emb[j], actions, retain_graph=True)[0][i]
+                for j in range(0, emb.shape[0], max(1, emb.shape[0] // 32))
+            ]
             jac_norms.append(torch.stack(grads).pow(2).sum(0).sqrt())  # (rows, 57)
     std = torch.as_tensor(np.asarray(model.action_std), dtype=torch.float32)
     return (torch.stack(jac_norms).mean(0) * std).detach().numpy()  # per unit of normalised input
@@ -67,8 +69,11 @@ def plot_adaln_heatmap(maps: list[tuple[str, np.ndarray]], path: str) -> None:
         image = ax.imshow(shown, aspect="auto", cmap="magma", vmin=0, vmax=1)
         for boundary in (8.5, 26.5):
             ax.axvline(boundary, color="white", lw=1)
-        ax.set_title(f"{label}: |d AdaLN action embedding / d normalised action| (max = 1); "
-                     f"head | wrist | finger", fontsize=8)
+        ax.set_title(
+            f"{label}: |d AdaLN action embedding / d normalised action| (max = 1); "
+            f"head | wrist | finger",
+            fontsize=8,
+        )
         ax.set_ylabel("chunk row")
         fig.colorbar(image, ax=ax, fraction=0.02)
     axes[-1, 0].set_xlabel("action dimension (0-8 head, 9-26 wrists, 27-56 fingertips)")
@@ -79,16 +84,23 @@ def plot_adaln_heatmap(maps: list[tuple[str, np.ndarray]], path: str) -> None:
 
 def plot_token_projections(tokens: list[tuple[str, np.ndarray]], path: str, tsne: bool) -> None:
     columns = 2 if tsne else 1
-    fig, axes = plt.subplots(len(tokens), columns, figsize=(4.5 * columns, 4 * len(tokens)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(tokens), columns, figsize=(4.5 * columns, 4 * len(tokens)), squeeze=False
+    )
     for r, (label, values) in enumerate(tokens):
         flat = values.reshape(-1, values.shape[-1])  # (N*57, C)
         family = np.tile(FAMILY_OF_DIM, values.shape[0])
         projections = [("PCA", PCA(n_components=2, random_state=0).fit_transform(flat))]
         if tsne:
             perplexity = min(30.0, max(5.0, (len(flat) - 1) / 4))
-            projections.append(("t-SNE", TSNE(n_components=2, random_state=0, init="pca",
-                                              perplexity=perplexity).fit_transform(flat)))
+            projections.append(
+                (
+                    "t-SNE",
+                    TSNE(
+                        n_components=2, random_state=0, init="pca", perplexity=perplexity
+                    ).fit_transform(flat),
+                )
+            )
         for c, (name, points) in enumerate(projections):
             ax = axes[r, c]
             for fam, color in FAMILY_COLORS.items():

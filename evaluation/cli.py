@@ -26,32 +26,58 @@ DEFAULT_DETECTOR = str(Path(__file__).parent / "assets" / "detector_tiny.safeten
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score world-model checkpoints (PCK per family, "
-                              "PSNR/SSIM, *_sim distribution metrics, action sensitivity)")
-    p.add_argument("--checkpoint", action="append", required=True,
-                   help="a world-model .safetensors file (repeat to compare)")
-    p.add_argument("--label", action="append", default=None,
-                   help="row name per checkpoint (default: the model's conditioning variant)")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score world-model checkpoints (PCK per family, "
+        "PSNR/SSIM, *_sim distribution metrics, action sensitivity)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="a world-model .safetensors file (repeat to compare)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=None,
+        help="row name per checkpoint (default: the model's conditioning variant)",
+    )
     p.add_argument("--store", default="data/sim.zarr", help="episode store with keypoints")
     p.add_argument("--split", default="test")
     p.add_argument("--frames", type=int, default=16, help="predicted frames per episode")
     p.add_argument("--limit", type=int, default=None, help="score the first N episodes")
     p.add_argument("--num-steps", type=int, default=None, help="sampler steps (default: model's)")
-    p.add_argument("--frames-per-call", type=int, default=None,
-                   help="predicted frames kept per sampler call (default: a whole chunk; "
-                   "1 = the env's default 1-frame step)")
+    p.add_argument(
+        "--frames-per-call",
+        type=int,
+        default=None,
+        help="predicted frames kept per sampler call (default: a whole chunk; "
+        "1 = the env's default 1-frame step)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--detector", default=DEFAULT_DETECTOR,
-                   help="keypoint detector file (python -m training.train_detector)")
-    p.add_argument("--out", default="benchmarks/results/evaluate.json",
-                   help="JSON path; .md and .png files are written next to it")
-    p.add_argument("--analysis", action="store_true",
-                   help="also draw the AdaLN action-embedding heatmap and action-token PCA/t-SNE")
+    p.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        help="keypoint detector file (python -m training.train_detector)",
+    )
+    p.add_argument(
+        "--out",
+        default="benchmarks/results/evaluate.json",
+        help="JSON path; .md and .png files are written next to it",
+    )
+    p.add_argument(
+        "--analysis",
+        action="store_true",
+        help="also draw the AdaLN action-embedding heatmap and action-token PCA/t-SNE",
+    )
     p.set_defaults(func=run_evaluate)
 
 
-def load_episodes(store, split: str, min_frames: int):
-    """EpisodeArrays of a split with at least ``min_frames`` frames (keypoints + landmarks)."""
+def load_episodes(store, split: str, min_frames: int, num_points: int):
+    """EpisodeArrays of a split with at least ``min_frames`` frames: keypoints, then landmarks,
+    fitted to the detector's ``num_points`` (points a store lacks, e.g. the head landmarks of an
+    EgoDex import, are marked not visible: their family is reported as n/a, never as 0)."""
     from evaluation.rollouts import EpisodeArrays  # noqa: PLC0415
 
     episodes = []
@@ -63,10 +89,29 @@ def load_episodes(store, split: str, min_frames: int):
         if "landmarks_2d" in keys:
             uv.append(episode.read("landmarks_2d"))
             visible.append(episode.read("landmarks_visible"))
-        episodes.append(EpisodeArrays(
-            episode.name, episode.read("rgb"), episode.read("action").astype(np.float64),
-            np.concatenate(uv, 1), np.concatenate(visible, 1), episode.task_text))
+        uv, visible = _fit_points(np.concatenate(uv, 1), np.concatenate(visible, 1), num_points)
+        episodes.append(
+            EpisodeArrays(
+                episode.name,
+                episode.read("rgb"),
+                episode.read("action").astype(np.float64),
+                uv,
+                visible,
+                episode.task_text,
+            )
+        )
     return episodes
+
+
+def _fit_points(uv: np.ndarray, visible: np.ndarray, num_points: int):
+    """Truncate, or pad with never-visible points, to ``num_points`` points."""
+    missing = num_points - uv.shape[1]
+    if missing <= 0:
+        return uv[:, :num_points], visible[:, :num_points]
+    return (
+        np.concatenate([uv, np.zeros((len(uv), missing, 2), uv.dtype)], 1),
+        np.concatenate([visible, np.zeros((len(visible), missing), bool)], 1),
+    )
 
 
 def action_variants(episodes, context: int, frames: int):
@@ -78,8 +123,11 @@ def action_variants(episodes, context: int, frames: int):
         true = action_rows(episode.actions, context, frames)
         donor = episodes[(index + 1) % len(episodes)]
         motion = action_rows(donor.actions, context, frames)
-        return {"true": true, "frozen": np.repeat(true[:1], len(true), axis=0),
-                "other": reanchor_motion(motion, true[0]).astype(np.float64)}
+        return {
+            "true": true,
+            "frozen": np.repeat(true[:1], len(true), axis=0),
+            "other": reanchor_motion(motion, true[0]).astype(np.float64),
+        }
 
     return variants_of
 
@@ -88,8 +136,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     if args.label is not None and len(args.label) != len(args.checkpoint):
-        raise ValueError(f"give one --label per --checkpoint ({len(args.checkpoint)}), "
-                         f"got {len(args.label)}")
+        raise ValueError(
+            f"give one --label per --checkpoint ({len(args.checkpoint)}), got {len(args.label)}"
+        )
     for path in [*args.checkpoint, args.detector]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no such file: {path}")
@@ -100,8 +149,17 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["dexac", "evaluate"]
     for i, path in enumerate(args.checkpoint):
         parts += ["--checkpoint", path] + (["--label", args.label[i]] if args.label else [])
-    for flag in ("store", "split", "frames", "limit", "num_steps", "frames_per_call", "seed",
-                 "detector", "out"):
+    for flag in (
+        "store",
+        "split",
+        "frames",
+        "limit",
+        "num_steps",
+        "frames_per_call",
+        "seed",
+        "detector",
+        "out",
+    ):
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
@@ -121,21 +179,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for i, path in enumerate(args.checkpoint):
         model = WorldModel.from_pretrained(path).eval()
         context = model.config.context_frames
-        episodes = load_episodes(store, args.split, context + args.frames)[: args.limit]
+        episodes = load_episodes(
+            store, args.split, context + args.frames, detector.config.num_points
+        )[: args.limit]
         if not episodes:
-            raise ValueError(f"no episode of split {args.split!r} in {args.store} has "
-                             f"{context + args.frames} frames; generate longer ones "
-                             f"(dexac sim generate --frames N)")
+            raise ValueError(
+                f"no episode of split {args.split!r} in {args.store} has "
+                f"{context + args.frames} frames; generate longer ones "
+                f"(dexac sim generate --frames N)"
+            )
         label = args.label[i] if args.label else model.config.conditioning.variant
         result = evaluate_checkpoint(
-            model, episodes, action_variants(episodes, context, args.frames), detector,
-            args.frames, args.seed, args.num_steps, args.frames_per_call, label=label)
+            model,
+            episodes,
+            action_variants(episodes, context, args.frames),
+            detector,
+            args.frames,
+            args.seed,
+            args.num_steps,
+            args.frames_per_call,
+            label=label,
+        )
         results.append({"label": label, "checkpoint": path, **result})
         models.append((label, model, episodes))
-    report = {"command": command_line(args),
-              "store": args.store, "split": args.split, "frames": args.frames,
-              "detector": args.detector, "detector_ceiling": detector.info.get("ceiling"),
-              "results": results}
+    report = {
+        "command": command_line(args),
+        "store": args.store,
+        "split": args.split,
+        "frames": args.frames,
+        "detector": args.detector,
+        "detector_ceiling": detector.info.get("ceiling"),
+        "results": results,
+    }
     write_outputs(report, models, detector, args)
     return 0
 
@@ -155,8 +230,7 @@ def write_outputs(report: dict, models, detector, args: argparse.Namespace) -> N
     if args.analysis:
         from evaluation.analysis import write_analysis  # noqa: PLC0415
 
-        write_analysis([(label, model) for label, model, _ in models], models[0][2],
-                       str(stem))
+        write_analysis([(label, model) for label, model, _ in models], models[0][2], str(stem))
     print(markdown)
     print(f"wrote {out}, {stem}.md, {stem}_curves.png, {stem}_strip.png")
 
@@ -174,7 +248,8 @@ def write_strip(models, detector, args: argparse.Namespace, path: str) -> None:
     rows = [("true", truth, detector.detect(truth))]
     for i, (name, m, _) in enumerate(models):
         wanted = {k: variants[k] for k in (("true", "frozen") if i == 0 else ("true",))}
-        frames = imagine(m, episode, wanted, args.frames, args.seed, args.num_steps,
-                         args.frames_per_call)
+        frames = imagine(
+            m, episode, wanted, args.frames, args.seed, args.num_steps, args.frames_per_call
+        )
         rows += [(f"{name} ({k})", f, detector.detect(f)) for k, f in frames.items()]
     plot_strip(rows, detector.config.point_families, path)

@@ -50,7 +50,7 @@ class DetectorConfig:
     point_names: tuple[str, ...]
     point_families: tuple[str, ...]
     resolution: int = 64
-    widths: tuple[int, int, int] = (48, 96, 128)
+    widths: tuple[int, int, int] = (32, 64, 96)
     sigma: float = 1.0
 
     def __post_init__(self) -> None:
@@ -86,8 +86,12 @@ class DetectorConfig:
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
     )
 
 
@@ -162,13 +166,16 @@ class KeypointDetector(nn.Module):
         heat_loss = (ce * visible).sum() / visible.sum().clamp_min(1)
         presence_loss = F.binary_cross_entropy_with_logits(presence, visible.float())
         loss = heat_loss + presence_loss
-        return loss, {"loss": loss.item(), "heatmap_ce": heat_loss.item(),
-                      "presence_bce": presence_loss.item()}
+        return loss, {
+            "loss": loss.item(),
+            "heatmap_ce": heat_loss.item(),
+            "presence_bce": presence_loss.item(),
+        }
 
     def _gaussian_targets(self, points_uv: torch.Tensor, size: int) -> torch.Tensor:
         """(N, K, 2) pixel coordinates -> (N, K, size*size) normalised Gaussian heatmaps."""
         scale = size / self.config.resolution
-        cells = (torch.arange(size, dtype=torch.float32, device=points_uv.device) + 0.5)
+        cells = torch.arange(size, dtype=torch.float32, device=points_uv.device) + 0.5
         u = points_uv[..., 0:1] * scale  # (N, K, 1) heatmap units (cell centres at i + 0.5)
         v = points_uv[..., 1:2] * scale
         gx = torch.exp(-((cells - u) ** 2) / (2 * self.config.sigma**2))  # (N, K, size)
@@ -182,8 +189,10 @@ class KeypointDetector(nn.Module):
     def detect(self, frames: np.ndarray | torch.Tensor, batch_size: int = 256) -> Detections:
         """Detect every point in frames (N, H, W, 3) (uint8, or float in [0, 1])."""
         frames = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
-        outs = [self._detect_batch(frames[i : i + batch_size])
-                for i in range(0, len(frames), batch_size)]
+        outs = [
+            self._detect_batch(frames[i : i + batch_size])
+            for i in range(0, len(frames), batch_size)
+        ]
         return Detections(*(np.concatenate(parts) for parts in zip(*outs, strict=True)))
 
     def _detect_batch(self, frames: torch.Tensor):
@@ -197,16 +206,22 @@ class KeypointDetector(nn.Module):
         ys = (py[..., None] + offsets).clamp(0, s - 1)  # (N, K, 5)
         xs = (px[..., None] + offsets).clamp(0, s - 1)
         window = prob[
-            torch.arange(n)[:, None, None, None], torch.arange(k)[None, :, None, None],
-            ys[..., :, None], xs[..., None, :],
+            torch.arange(n)[:, None, None, None],
+            torch.arange(k)[None, :, None, None],
+            ys[..., :, None],
+            xs[..., None, :],
         ]  # (N, K, 5, 5)
         weight = window / window.sum((-1, -2), keepdim=True).clamp_min(1e-12)
         v = (weight.sum(-1) * (ys.float() + 0.5)).sum(-1)
         u = (weight.sum(-2) * (xs.float() + 0.5)).sum(-1)
         uv = torch.stack([u, v], -1) * (self.config.resolution / s)  # pixels
         presence = torch.sigmoid(presence)
-        return uv.cpu().numpy(), (presence >= 0.5).cpu().numpy(), presence.cpu().numpy(), \
-            features.cpu().numpy()
+        return (
+            uv.cpu().numpy(),
+            (presence >= 0.5).cpu().numpy(),
+            presence.cpu().numpy(),
+            features.cpu().numpy(),
+        )
 
     # -- files -----------------------------------------------------------------------------------
     def save(self, path: str, extra: dict | None = None) -> None:
@@ -214,8 +229,12 @@ class KeypointDetector(nn.Module):
         from world_model import __version__  # noqa: PLC0415
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        metadata = {"format": FORMAT, "config": json.dumps(self.config.to_dict()),
-                    "code_version": __version__, "extra": json.dumps(extra or {})}
+        metadata = {
+            "format": FORMAT,
+            "config": json.dumps(self.config.to_dict()),
+            "code_version": __version__,
+            "extra": json.dumps(extra or {}),
+        }
         save_file(tensors, path, metadata=metadata)
 
     @classmethod

@@ -126,14 +126,26 @@ def lpips_alex(weights_dir: str, frames_a: np.ndarray, frames_b: np.ndarray) -> 
     ``alexnet-owt-7be5be79.pth`` and lpips' ``alex.pth`` (needs ``pip install lpips``)."""
     import lpips  # noqa: PLC0415
 
-    model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True,
-                        model_path=f"{weights_dir}/alex.pth", verbose=False)
+    model = lpips.LPIPS(
+        net="alex",
+        pretrained=True,
+        pnet_rand=True,
+        model_path=f"{weights_dir}/alex.pth",
+        verbose=False,
+    )
     backbone = torch.load(f"{weights_dir}/alexnet-owt-7be5be79.pth", weights_only=True)
-    features = {k.removeprefix("features."): v for k, v in backbone.items()
-                if k.startswith("features.")}
+    features = {
+        k.removeprefix("features."): v for k, v in backbone.items() if k.startswith("features.")
+    }
     model.net.load_state_dict(
-        {f"slice{s}.{k}": v for s, ks in _ALEX_SLICES.items() for k, v in features.items()
-         if int(k.split(".")[0]) in ks}, strict=False)
+        {
+            f"slice{s}.{k}": v
+            for s, ks in _ALEX_SLICES.items()
+            for k, v in features.items()
+            if int(k.split(".")[0]) in ks
+        },
+        strict=False,
+    )
 
     def to_unit(frames: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -16,7 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.distribution import fid_sim, fvd_sim, lpips_sim
-from evaluation.rollouts import ACTION_VARIANTS, REFERENCES, EpisodeArrays, imagine, references, score
+from evaluation.rollouts import (
+    ACTION_VARIANTS,
+    REFERENCES,
+    EpisodeArrays,
+    imagine,
+    references,
+    score,
+)
 from evaluation.scoring import PCK_THRESHOLDS, family_means, mean_ci
 
 METHODS = ACTION_VARIANTS + REFERENCES + ("true_frames",)
@@ -40,15 +47,22 @@ def _curves(per_frame: list[dict], families: tuple[str, ...]) -> dict[str, list]
         stacked = np.stack([s["pck@10"] for s in per_frame])  # (E, F, K)
         for family, values in family_means(stacked.transpose(1, 0, 2), families, axis=0).items():
             if values is not None:
-                curves[f"pck@10/{family}"] = [None if np.isnan(v) else round(float(v), 4)
-                                              for v in values]
+                curves[f"pck@10/{family}"] = [
+                    None if np.isnan(v) else round(float(v), 4) for v in values
+                ]
     return curves
 
 
 def evaluate_checkpoint(
-    model, episodes: Iterable[EpisodeArrays], variants_of: Callable[[EpisodeArrays, int], dict],
-    detector, frames: int, seed: int = 0, num_steps: int | None = None,
-    frames_per_call: int | None = None, label: str = "model",
+    model,
+    episodes: Iterable[EpisodeArrays],
+    variants_of: Callable[[EpisodeArrays, int], dict],
+    detector,
+    frames: int,
+    seed: int = 0,
+    num_steps: int | None = None,
+    frames_per_call: int | None = None,
+    label: str = "model",
 ) -> dict:
     """Score ``model`` on ``episodes``; ``variants_of(episode, index)`` gives the action rows
     (1 + frames, 57) of each action variant. ``detector`` may be None (no PCK, no *_sim)."""
@@ -60,8 +74,15 @@ def evaluate_checkpoint(
     episodes = list(episodes)
     start = time.perf_counter()
     for index, episode in enumerate(tqdm(episodes, desc=label, leave=False)):
-        predicted = imagine(model, episode, variants_of(episode, index), frames, seed + index,
-                            num_steps, frames_per_call)
+        predicted = imagine(
+            model,
+            episode,
+            variants_of(episode, index),
+            frames,
+            seed + index,
+            num_steps,
+            frames_per_call,
+        )
         predicted.update(references(model, episode, frames))
         predicted["true_frames"] = episode.rgb[context : context + frames]
         for method, frames_hat in predicted.items():
@@ -78,7 +99,9 @@ def evaluate_checkpoint(
                 real.append(frames_hat)
                 real_clip.append(features)
     result = {
-        "episodes": len(episodes), "frames": frames, "seconds": round(time.perf_counter() - start, 1),
+        "episodes": len(episodes),
+        "frames": frames,
+        "seconds": round(time.perf_counter() - start, 1),
         "methods": {m: _aggregate(per_episode[m]) for m in METHODS},
         "curves": {m: _curves(per_frame[m], families) for m in METHODS},
         "sensitivity": _sensitivity(per_episode),

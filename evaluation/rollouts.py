@@ -53,8 +53,15 @@ def action_rows(actions: np.ndarray, context: int, frames: int) -> np.ndarray:
     return rows
 
 
-def imagine(model, episode: EpisodeArrays, variants: dict[str, np.ndarray], frames: int,
-            seed: int, num_steps: int | None, frames_per_call: int | None) -> dict[str, np.ndarray]:
+def imagine(
+    model,
+    episode: EpisodeArrays,
+    variants: dict[str, np.ndarray],
+    frames: int,
+    seed: int,
+    num_steps: int | None,
+    frames_per_call: int | None,
+) -> dict[str, np.ndarray]:
     """Decoded imagined frames (frames, H, W, 3) uint8 per action variant (one batch)."""
     context = model.config.context_frames
     if model.config.temporal_compression != 1:
@@ -68,8 +75,9 @@ def imagine(model, episode: EpisodeArrays, variants: dict[str, np.ndarray], fram
             semantic = type(semantic).cat([semantic] * len(names))
         rows = torch.from_numpy(np.stack([variants[n] for n in names])).float()
         generators = [torch.Generator().manual_seed(seed) for _ in names]  # common noise
-        new, _ = rollout_latents(model, latents, rows, semantic, generators, num_steps,
-                                 frames_per_call=frames_per_call)
+        new, _ = rollout_latents(
+            model, latents, rows, semantic, generators, num_steps, frames_per_call=frames_per_call
+        )
         model.clear_cache()
         decoded = model.decode(new).numpy()  # (V, frames, H, W, 3)
     return {name: decoded[i] for i, name in enumerate(names)}
@@ -81,8 +89,10 @@ def references(model, episode: EpisodeArrays, frames: int) -> dict[str, np.ndarr
     target = episode.rgb[context : context + frames]
     with torch.no_grad():
         recon = model.decode(model.encode(torch.from_numpy(target[None])))[0].numpy()
-    return {"vae_reconstruction": recon,
-            "copy_last_context": np.repeat(episode.rgb[context - 1 : context], frames, axis=0)}
+    return {
+        "vae_reconstruction": recon,
+        "copy_last_context": np.repeat(episode.rgb[context - 1 : context], frames, axis=0),
+    }
 
 
 def score(frames_hat: np.ndarray, episode: EpisodeArrays, context: int, detector) -> dict:
@@ -94,7 +104,13 @@ def score(frames_hat: np.ndarray, episode: EpisodeArrays, context: int, detector
     if detector is not None:
         detections = detector.detect(frames_hat)
         side = float(target.shape[-2])
-        out.update(point_correctness(detections, episode.points_uv[context : context + n],
-                                     episode.visible[context : context + n], side))
+        out.update(
+            point_correctness(
+                detections,
+                episode.points_uv[context : context + n],
+                episode.visible[context : context + n],
+                side,
+            )
+        )
         out["_features"] = detections.features
     return out

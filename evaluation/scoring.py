@@ -62,7 +62,11 @@ def mean_ci(values) -> dict[str, float | int | None]:
     x = x[np.isfinite(x)]
     if x.size == 0:
         return {"mean": None, "ci95": None, "n": 0}
-    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None
+    half = (
+        float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+        if x.size > 1
+        else None
+    )
     return {"mean": float(x.mean()), "ci95": half, "n": int(x.size)}
 
 

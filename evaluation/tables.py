@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 MAIN_COLUMNS = (
-    ("PSNR↑", "psnr", 2), ("SSIM↑", "ssim", 3), ("LPIPS_sim↓", "lpips_sim", 3),
-    ("PCK@10↑", "pck@10/all", 3), ("PCK@20↑", "pck@20/all", 3),
+    ("PSNR↑", "psnr", 2),
+    ("SSIM↑", "ssim", 3),
+    ("LPIPS_sim↓", "lpips_sim", 3),
+    ("PCK@10↑", "pck@10/all", 3),
+    ("PCK@20↑", "pck@20/all", 3),
 )
 FAMILY_COLUMNS = tuple(
     (f"{family} @{p}", f"pck@{p}/{family}", 3)
-    for family in ("wrist", "finger", "head") for p in (5, 10, 20)
+    for family in ("wrist", "finger", "head")
+    for p in (5, 10, 20)
 )
 REFERENCE_LABELS = {
     "vae_reconstruction": "(ref.) VAE reconstruction",
@@ -30,17 +34,29 @@ def _number(value, digits: int = 2) -> str:
 
 def main_table(results: list[dict]) -> str:
     """Rows: each checkpoint (true actions), then the references of the first checkpoint."""
-    header = ["variant", *(c[0] for c in MAIN_COLUMNS), "FID_sim↓", "FVD_sim↓",
-              *(c[0] for c in FAMILY_COLUMNS)]
+    header = [
+        "variant",
+        *(c[0] for c in MAIN_COLUMNS),
+        "FID_sim↓",
+        "FVD_sim↓",
+        *(c[0] for c in FAMILY_COLUMNS),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row(label: str, methods: dict, fid=None, fvd=None) -> str:
-        cells = [label, *(_cell(methods.get(k), d) for _, k, d in MAIN_COLUMNS),
-                 _number(fid), _number(fvd), *(_cell(methods.get(k), d) for _, k, d in FAMILY_COLUMNS)]
+        cells = [
+            label,
+            *(_cell(methods.get(k), d) for _, k, d in MAIN_COLUMNS),
+            _number(fid),
+            _number(fvd),
+            *(_cell(methods.get(k), d) for _, k, d in FAMILY_COLUMNS),
+        ]
         return "| " + " | ".join(cells) + " |"
 
     for r in results:
-        lines.append(row(f"**{r['label']}**", r["methods"]["true"], r.get("fid_sim"), r.get("fvd_sim")))
+        lines.append(
+            row(f"**{r['label']}**", r["methods"]["true"], r.get("fid_sim"), r.get("fvd_sim"))
+        )
     for method, label in REFERENCE_LABELS.items():
         methods = dict(results[0]["methods"][method])
         if method == "true_frames":  # identical frames: PSNR/SSIM/LPIPS are trivially perfect
@@ -51,10 +67,18 @@ def main_table(results: list[dict]) -> str:
 
 def sensitivity_table(results: list[dict]) -> str:
     """Gaps (true actions minus frozen / another episode's motion), mean ± 95% interval."""
-    metrics = (("ΔPSNR (dB)", "psnr", 2), ("ΔPCK@10 all", "pck@10/all", 3),
-               ("ΔPCK@10 wrist", "pck@10/wrist", 3), ("ΔPCK@10 finger", "pck@10/finger", 3),
-               ("ΔPCK@10 head", "pck@10/head", 3))
-    header = ["variant", *(f"{m[0]} vs frozen" for m in metrics), *(f"{m[0]} vs other" for m in metrics)]
+    metrics = (
+        ("ΔPSNR (dB)", "psnr", 2),
+        ("ΔPCK@10 all", "pck@10/all", 3),
+        ("ΔPCK@10 wrist", "pck@10/wrist", 3),
+        ("ΔPCK@10 finger", "pck@10/finger", 3),
+        ("ΔPCK@10 head", "pck@10/head", 3),
+    )
+    header = [
+        "variant",
+        *(f"{m[0]} vs frozen" for m in metrics),
+        *(f"{m[0]} vs other" for m in metrics),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         gaps = r["sensitivity"]
@@ -77,16 +101,22 @@ def markdown_report(report: dict) -> str:
         "the detector finds it in the imagined frame within p% of the image side; a keypoint the "
         "detector cannot find counts as wrong. `_sim` metrics use the project-trained detector's "
         f"features (`{report['detector']}`), comparable only between rows of this table.\n",
-        "## Quality (true actions)\n", main_table(results),
+        "## Quality (true actions)\n",
+        main_table(results),
         "\n## Action sensitivity (same context and noise; true actions minus frozen actions / "
         "minus another episode's motion re-anchored to this start)\n",
         sensitivity_table(results),
     ]
     ceiling = report.get("detector_ceiling")
     if ceiling:
-        parts.append("\n## The detector's ceiling, as measured when it was trained (held-out frames)\n")
+        parts.append(
+            "\n## The detector's ceiling, as measured when it was trained (held-out frames)\n"
+        )
         for view, scores in ceiling.items():
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
-                              if k.startswith("pck@10") and v is not None)
+            shown = ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in scores.items()
+                if k.startswith("pck@10") and v is not None
+            )
             parts.append(f"- {view}: {shown}")
     return "\n".join(parts) + "\n"

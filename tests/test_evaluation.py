@@ -37,8 +37,12 @@ def test_pck_counts_missing_as_wrong_and_skips_invisible():
 
 
 def test_point_correctness_thresholds_are_strict_fractions_of_the_side():
-    detections = Detections(uv=np.array([[[0.0, 3.1]]]), found=np.ones((1, 1), bool),
-                            presence=np.ones((1, 1)), features=np.zeros((1, 4)))
+    detections = Detections(
+        uv=np.array([[[0.0, 3.1]]]),
+        found=np.ones((1, 1), bool),
+        presence=np.ones((1, 1)),
+        features=np.zeros((1, 4)),
+    )
     correct = point_correctness(detections, np.zeros((1, 1, 2)), np.ones((1, 1), bool), 64)
     assert (correct["pck@5"][0, 0], correct["pck@10"][0, 0]) == (1.0, 1.0)
     detections.uv[0, 0, 1] = 3.3  # > 3.2 px = 5% of 64
@@ -58,8 +62,15 @@ def test_psnr_ssim_agree_with_scikit_image():
     b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
     for i in range(2):
         assert psnr(a[i], b[i]) == pytest.approx(peak_signal_noise_ratio(b[i], a[i]), abs=1e-3)
-        expected = structural_similarity(b[i], a[i], channel_axis=-1, gaussian_weights=True,
-                                         sigma=1.5, use_sample_covariance=False, data_range=255)
+        expected = structural_similarity(
+            b[i],
+            a[i],
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+        )
         assert ssim(a[i], b[i]) == pytest.approx(expected, abs=2e-3)
 
 
@@ -81,9 +92,11 @@ def _tiny_detector() -> KeypointDetector:
 def test_detector_trains_and_finds_dots():
     rng = np.random.default_rng(0)
     points = rng.uniform(4, 28, (64, 4, 2))
-    batch = {"frames": torch.from_numpy(_dot_frames(points)),
-             "points_uv": torch.from_numpy(points).float(),
-             "visible": torch.ones(64, 4, dtype=torch.bool)}
+    batch = {
+        "frames": torch.from_numpy(_dot_frames(points)),
+        "points_uv": torch.from_numpy(points).float(),
+        "visible": torch.ones(64, 4, dtype=torch.bool),
+    }
     detector = _tiny_detector()
     optimizer = torch.optim.AdamW(detector.parameters(), lr=1e-2)
     losses = []
@@ -123,8 +136,9 @@ def test_reanchor_motion_replays_the_displacement_from_the_new_start():
     start[12:18] = start[21:27] = rot6d_from_matrix(np.eye(3))
     out = reanchor_motion(motion, start)
     np.testing.assert_allclose(out[0, :3], start[:3], atol=1e-6)
-    np.testing.assert_allclose(out[3, 30:33] - out[0, 30:33], motion[3, 30:33] - motion[0, 30:33],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out[3, 30:33] - out[0, 30:33], motion[3, 30:33] - motion[0, 30:33], atol=1e-6
+    )
     got = matrix_from_rot6d(out[3, 3:9]) @ matrix_from_rot6d(out[0, 3:9]).T
     want = matrix_from_rot6d(motion[3, 3:9]) @ matrix_from_rot6d(motion[0, 3:9]).T
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -149,8 +163,9 @@ class StubModel:
 
     def __init__(self, follows: bool) -> None:
         self.follows = follows
-        self.config = SimpleNamespace(context_frames=1, chunk_frames=2, action_frames=2,
-                                      temporal_compression=1)
+        self.config = SimpleNamespace(
+            context_frames=1, chunk_frames=2, action_frames=2, temporal_compression=1
+        )
 
     def encode(self, frames):  # (B, T, H, W, 3) -> (B, T, 1, 1, 1)
         return frames.float().mean(dim=(2, 3, 4))[..., None, None, None] / 255.0
@@ -165,8 +180,9 @@ class StubModel:
     def clear_cache(self):
         pass
 
-    def predict(self, context, chunk, semantic=None, generator=None, num_steps=None,
-                cfg_scale=None):
+    def predict(
+        self, context, chunk, semantic=None, generator=None, num_steps=None, cfg_scale=None
+    ):
         if self.follows:
             return chunk[:, 1:, 18].reshape(chunk.shape[0], -1, 1, 1, 1).clamp(0, 1)
         return context[:, -1:].expand(-1, 2, -1, -1, -1)
@@ -175,8 +191,9 @@ class StubModel:
 def _stub_episode() -> EpisodeArrays:
     actions = np.zeros((9, 57))
     actions[:, 18] = np.linspace(0.1, 0.9, 9)
-    rgb = np.broadcast_to((actions[:, 18] * 255).round().astype(np.uint8)[:, None, None, None],
-                          (9, 8, 8, 3)).copy()
+    rgb = np.broadcast_to(
+        (actions[:, 18] * 255).round().astype(np.uint8)[:, None, None, None], (9, 8, 8, 3)
+    ).copy()
     return EpisodeArrays("stub", rgb, actions, np.zeros((9, 4, 2)), np.ones((9, 4), bool), "t")
 
 
@@ -235,17 +252,43 @@ def test_dexac_evaluate_writes_tables_plots_and_json(tmp_path):
     detector = KeypointDetector(DetectorConfig(names, families, 64, (8, 8, 16)))
     detector.save(str(tmp_path / "det.safetensors"))
     out = tmp_path / "eval.json"
-    code = main(["evaluate", "--checkpoint", str(DEFAULT_CHECKPOINT),
-                 "--store", str(DEFAULT_STORE), "--split", "train", "--frames", "4",
-                 "--limit", "2", "--num-steps", "1", "--detector", str(tmp_path / "det.safetensors"),
-                 "--out", str(out), "--analysis"])
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(DEFAULT_CHECKPOINT),
+            "--store",
+            str(DEFAULT_STORE),
+            "--split",
+            "train",
+            "--frames",
+            "4",
+            "--limit",
+            "2",
+            "--num-steps",
+            "1",
+            "--detector",
+            str(tmp_path / "det.safetensors"),
+            "--out",
+            str(out),
+            "--analysis",
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     result = report["results"][0]
     assert result["episodes"] == 2 and result["label"] == "dexac"
-    assert set(result["methods"]) >= {"true", "frozen", "other", "vae_reconstruction",
-                                      "copy_last_context", "true_frames"}
-    assert "pck@10/head" in result["methods"]["true"] and "psnr true-frozen" in result["sensitivity"]
+    assert set(result["methods"]) >= {
+        "true",
+        "frozen",
+        "other",
+        "vae_reconstruction",
+        "copy_last_context",
+        "true_frames",
+    }
+    assert (
+        "pck@10/head" in result["methods"]["true"] and "psnr true-frozen" in result["sensitivity"]
+    )
     assert report["command"].startswith("dexac evaluate --checkpoint")
     for suffix in (".md", "_curves.png", "_strip.png", "_adaln_heatmap.png", "_tokens_pca.png"):
         assert (tmp_path / f"eval{suffix}").stat().st_size > 0, suffix
@@ -257,3 +300,13 @@ def test_restated_family_constant_agrees_with_the_action_layout():
     from evaluation.analysis import FAMILY_OF_DIM
 
     assert list(FAMILY_OF_DIM) == [FAMILY_NAMES[i] for i in FAMILY_INDEX]
+
+
+def test_stores_without_landmarks_report_head_as_not_available():
+    from evaluation.cli import _fit_points
+
+    uv, visible = _fit_points(np.zeros((3, 12, 2)), np.ones((3, 12), bool), 16)
+    assert uv.shape == (3, 16, 2) and not visible[:, 12:].any()
+    correct = pck_correct(uv, uv, visible, 0.1, 64)
+    families = ("wrist",) + ("finger",) * 5 + ("wrist",) + ("finger",) * 5 + ("head",) * 4
+    assert family_means(correct, families)["head"] is None

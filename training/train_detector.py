@@ -53,7 +53,7 @@ class DetectorDataConfig:
 class DetectorModelConfig:
     """Architecture (see evaluation.detector.DetectorConfig): U-Net widths, target sigma."""
 
-    widths: tuple[int, int, int] = (48, 96, 128)
+    widths: tuple[int, int, int] = (32, 64, 96)
     sigma: float = 1.0
 
 
@@ -83,8 +83,12 @@ class KeypointFrames(Dataset):
         return len(self.frames)
 
     def __getitem__(self, index: int) -> dict:
-        return {"frames": self.frames[index], "points_uv": self.points_uv[index],
-                "visible": self.visible[index], "_index": index}
+        return {
+            "frames": self.frames[index],
+            "points_uv": self.points_uv[index],
+            "visible": self.visible[index],
+            "_index": index,
+        }
 
 
 def point_set(store) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -156,8 +160,7 @@ def measure_ceiling(detector, config: DetectorRunConfig, store) -> dict:
     views = {"true_frames": frames}
     if config.data.world_model:
         views["reconstructions"] = reconstruct(config.data.world_model, frames)
-    return {name: detector_ceiling(detector, view, points, visible)
-            for name, view in views.items()}
+    return {name: detector_ceiling(detector, view, points, visible) for name, view in views.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,12 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     resolution = int(dataset.frames.shape[1])
 
     def make() -> KeypointDetector:
-        return KeypointDetector(DetectorConfig(
-            names, families, resolution, tuple(config.model.widths), config.model.sigma))
+        return KeypointDetector(
+            DetectorConfig(
+                names, families, resolution, tuple(config.model.widths), config.model.sigma
+            )
+        )
 
     model = make()
-    trainer = Trainer(model, dataset, config.trainer,
-                      {"run": to_dict(config), "model_config": model.config.to_dict()})
+    trainer = Trainer(
+        model,
+        dataset,
+        config.trainer,
+        {"run": to_dict(config), "model_config": model.config.to_dict()},
+    )
     trainer.fit(resume=args.resume)
     if trainer.engine.rank == 0:
         final = make()
@@ -184,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(config.output).parent.mkdir(parents=True, exist_ok=True)
         final.save(config.output, extra={"ceiling": ceiling, "run_config": to_dict(config)})
         for view, scores in ceiling.items():
-            print(f"  ceiling on {view}: " + ", ".join(
-                f"{k}={v:.3f}" for k, v in scores.items() if isinstance(v, float)), flush=True)
+            print(
+                f"  ceiling on {view}: "
+                + ", ".join(f"{k}={v:.3f}" for k, v in scores.items() if isinstance(v, float)),
+                flush=True,
+            )
         print(f"  wrote {config.output}", flush=True)
     trainer.engine.barrier()
     return 0

@@ -39,7 +39,9 @@ def rollout_latents(
     keep = per_call if frames_per_call is None else int(frames_per_call)
     total = action_rows.shape[1] - 1
     if action_rows.ndim != 3 or total < 1:
-        raise ValueError(f"action_rows must be (B, 1 + T, 57) with T >= 1, got {tuple(action_rows.shape)}")
+        raise ValueError(
+            f"action_rows must be (B, 1 + T, 57) with T >= 1, got {tuple(action_rows.shape)}"
+        )
     if not 1 <= keep <= per_call or keep % tc or total % tc:
         raise ValueError(
             f"frames_per_call must be in 1..{per_call} and, like T={total}, a multiple of the "
@@ -53,8 +55,12 @@ def rollout_latents(
         start = call * keep
         kept = min(keep, total - start) // tc  # latent frames kept from this call
         predicted = model.predict(
-            context, rows[:, start : start + 1 + per_call], semantic, generator=generator,
-            num_steps=num_steps, cfg_scale=cfg_scale,
+            context,
+            rows[:, start : start + 1 + per_call],
+            semantic,
+            generator=generator,
+            num_steps=num_steps,
+            cfg_scale=cfg_scale,
         )[:, :kept]  # (B, kept, C, h, w)
         context = torch.cat([context, predicted], dim=1)[:, -cfg.context_frames :]
         new.append(predicted)
