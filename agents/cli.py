@@ -40,6 +40,8 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--population", type=int, default=16)
     p.add_argument("--iterations", type=int, default=2)
+    p.add_argument("--replan-every", type=int, default=1,
+                   help="env steps between plans (in between, the rest of the last plan)")
 
 
 def register(subparsers) -> None:
@@ -80,7 +82,9 @@ def register(subparsers) -> None:
     ev.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED)
     ev.add_argument("--no-imagined", action="store_true", help="skip the imagined-return replay")
     ev.add_argument("--out", default="benchmarks/results/agents.json",
-                    help="JSON; .md table and one video per policy next to it")
+                    help="JSON; the .md table next to it")
+    ev.add_argument("--video-dir", default=None,
+                    help="one video per policy, imagination | simulator (default: next to --out)")
     ev.set_defaults(func=run_eval)
     reward = sub.add_parser("reward", help="the reward/success head's accuracy on held-out frames")
     reward.add_argument("--checkpoint", default=None)
@@ -149,7 +153,7 @@ def build_mpc(model: str, args: argparse.Namespace):
             goal_fn = expert_goal_frame
     else:
         scorer = SimBranch(_env_config(args, "sim", color_split="test"))
-    return MPCPolicy(planner, scorer, f"mpc_{model}_{args.planner}", goal_fn)
+    return MPCPolicy(planner, scorer, f"mpc_{model}_{args.planner}", goal_fn, args.replan_every)
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -174,7 +178,7 @@ def run_eval(args: argparse.Namespace) -> int:
     rows = []
     for spec in args.policy:
         policy = build_policy(spec, args)
-        video = str(out.with_name(f"{out.stem}_{policy.name}.mp4"))
+        video = str(Path(args.video_dir or out.parent) / f"{out.stem}_{policy.name}.mp4")
         rows.append(evaluate_policy(policy, sim, seeds, world, video=video))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         result = {"command": "dexac " + shlex.join(sys.argv[1:]), "task": args.task,

@@ -77,6 +77,12 @@ class _Planner:
         self.mean = np.concatenate([self.mean[1:], np.zeros((1, self.action_dim))])
         return best[0].astype(np.float32)
 
+    def next_action(self) -> np.ndarray:
+        """The plan's next action without re-planning (MPC that replans every k steps)."""
+        action = np.clip(self.mean[0], -1.0, 1.0).astype(np.float32)
+        self.mean = np.concatenate([self.mean[1:], np.zeros((1, self.action_dim))])
+        return action
+
     def _optimise(self, scorer: Scorer) -> np.ndarray:
         raise NotImplementedError
 

@@ -72,9 +72,10 @@ class MPCPolicy(Policy):
     (imagination from the last real frames, or a cloned simulator) and take the first action."""
 
     def __init__(self, planner: _Planner, scorer: WorldBranch | SimBranch, name: str,
-                 goal_fn: Any = None):
+                 goal_fn: Any = None, replan_every: int = 1):
         self.planner, self.scorer, self.name = planner, scorer, name
         self.goal_fn = goal_fn  # env -> goal frame (H, W, 3), for the goal_image objective
+        self.replan_every = replan_every  # in between, act on the rest of the last plan
 
     def reset(self, env, obs, info, seed):
         self.planner.reset()
@@ -84,6 +85,9 @@ class MPCPolicy(Policy):
 
     def act(self, env, obs, info):
         self.frames.append(np.moveaxis(obs["image"], 0, -1))
+        self.t += 1
+        if (self.t - 1) % self.replan_every:
+            return self.planner.next_action()
         delta = env.delta.get_state()
         if isinstance(self.scorer, SimBranch):
             self.scorer.sync(env.unwrapped.get_state(), delta)
@@ -92,5 +96,4 @@ class MPCPolicy(Policy):
             recent = ([self.frames[0]] * count + self.frames)[-count:]
             self.scorer.sync_frames(np.stack(recent), delta, info["task_description"],
                                     seed=self.seed * 1000 + self.t, goal=self.goal)
-        self.t += 1
         return self.planner.plan(self.scorer)
