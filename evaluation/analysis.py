@@ -90,21 +90,16 @@ def plot_token_projections(tokens: list[tuple[str, np.ndarray]], path: str, tsne
     for r, (label, values) in enumerate(tokens):
         flat = values.reshape(-1, values.shape[-1])  # (N*57, C)
         family = np.tile(FAMILY_OF_DIM, values.shape[0])
-        projections = [("PCA", PCA(n_components=2, random_state=0).fit_transform(flat))]
-        if tsne:
-            perplexity = min(30.0, max(5.0, (len(flat) - 1) / 4))
-            projections.append(
-                (
-                    "t-SNE",
-                    TSNE(
-                        n_components=2, random_state=0, init="pca", perplexity=perplexity
-                    ).fit_transform(flat),
-                )
-            )
-        for c, (name, points) in enumerate(projections):
+        projections = [("PCA", PCA(n_components=2, random_state=0).fit_transform(flat), family)]
+        if tsne:  # whole chunks up to ~1,200 tokens: t-SNE is slow on 2 cores
+            keep = min(values.shape[0], max(1, 1200 // values.shape[1])) * values.shape[1]
+            perplexity = min(30.0, max(5.0, (keep - 1) / 4))
+            model = TSNE(n_components=2, random_state=0, init="pca", perplexity=perplexity)
+            projections.append(("t-SNE", model.fit_transform(flat[:keep]), family[:keep]))
+        for c, (name, points, point_family) in enumerate(projections):
             ax = axes[r, c]
             for fam, color in FAMILY_COLORS.items():
-                mask = family == fam
+                mask = point_family == fam
                 ax.scatter(points[mask, 0], points[mask, 1], s=4, c=color, label=fam, alpha=0.6)
             ax.set_title(f"{label}: action tokens, {name}", fontsize=9)
             ax.legend(fontsize=7, markerscale=3)

@@ -71,6 +71,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="also draw the AdaLN action-embedding heatmap and action-token PCA/t-SNE",
     )
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="PREVIOUS.json",
+        help="rows of an earlier dexac evaluate run on the same store, split, frames, limit, "
+        "seed, sampler steps and detector come first in the tables and figures (not re-run)",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -159,6 +166,7 @@ def command_line(args: argparse.Namespace) -> str:
         "seed",
         "detector",
         "out",
+        "merge",
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -208,11 +216,43 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "split": args.split,
         "frames": args.frames,
         "detector": args.detector,
+        "settings": _settings(args),
         "detector_ceiling": detector.info.get("ceiling"),
         "results": results,
     }
+    if args.merge:
+        report, models = _merge(report, models, args)
     write_outputs(report, models, detector, args)
     return 0
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    keys = ("limit", "seed", "num_steps", "frames_per_call")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _merge(report: dict, models: list, args: argparse.Namespace):
+    """Put a previous report's rows (and its models, reloaded for the figures) first."""
+    from world_model import WorldModel  # noqa: PLC0415
+
+    previous = json.loads(Path(args.merge).read_text())
+    for key in ("store", "split", "frames", "detector", "settings"):
+        if previous.get(key) != report[key]:
+            raise ValueError(
+                f"--merge {args.merge}: {key} is {previous.get(key)!r} there and {report[key]!r} "
+                "here; merge only runs scored the same way"
+            )
+    episodes = models[0][2]
+    earlier = [
+        (r["label"], WorldModel.from_pretrained(r["checkpoint"]).eval(), episodes)
+        for r in previous["results"]
+    ]
+    merged = {
+        **report,
+        "results": previous["results"] + report["results"],
+        "merged_commands": [previous["command"], *previous.get("merged_commands", [])],
+    }
+    return merged, earlier + models
 
 
 def write_outputs(report: dict, models, detector, args: argparse.Namespace) -> None:

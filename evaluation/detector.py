@@ -98,12 +98,14 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 @dataclass
 class Detections:
     """Detector output for N frames: uv (N, K, 2) pixels, found (N, K) bool, presence (N, K)
-    probability, features (N, D) pooled bottleneck features."""
+    probability, features (N, D) pooled bottleneck features; levels: the encoder pyramid
+    (``features_pyramid``) when asked for, else None."""
 
     uv: np.ndarray
     found: np.ndarray
     presence: np.ndarray
     features: np.ndarray
+    levels: list[torch.Tensor] | None = None
 
 
 class KeypointDetector(nn.Module):
@@ -145,12 +147,15 @@ class KeypointDetector(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns heatmap logits (N, K, R/2, R/2), presence logits (N, K), features (N, w3)."""
-        # 1. encoder
-        f1, f2, f3 = self.features_pyramid(frames)
-        # 2. decoder with skips
+        return self.heads(self.features_pyramid(frames))
+
+    def heads(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder and heads on an encoder pyramid (see :meth:`forward`)."""
+        f1, f2, f3 = levels
+        # 1. decoder with skips
         d2 = self.dec2(torch.cat([F.interpolate(f3, scale_factor=2.0), f2], dim=1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0), f1], dim=1))
-        # 3. heads
+        # 2. heads
         pooled = f3.mean(dim=(2, 3))  # (N, w3)
         return self.heatmap_head(d1), self.presence_head(pooled), pooled
 
@@ -186,17 +191,23 @@ class KeypointDetector(nn.Module):
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
-    def detect(self, frames: np.ndarray | torch.Tensor, batch_size: int = 256) -> Detections:
-        """Detect every point in frames (N, H, W, 3) (uint8, or float in [0, 1])."""
+    def detect(
+        self, frames: np.ndarray | torch.Tensor, batch_size: int = 256, keep_levels: bool = False
+    ) -> Detections:
+        """Detect every point in frames (N, H, W, 3) (uint8, or float in [0, 1]);
+        ``keep_levels`` also returns the encoder pyramid (``lpips_sim`` reuses it)."""
         frames = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
-        outs = [
-            self._detect_batch(frames[i : i + batch_size])
-            for i in range(0, len(frames), batch_size)
-        ]
-        return Detections(*(np.concatenate(parts) for parts in zip(*outs, strict=True)))
+        outs, levels = [], []
+        for i in range(0, len(frames), batch_size):
+            pyramid = self.features_pyramid(frames[i : i + batch_size])
+            outs.append(self._detect_batch(*self.heads(pyramid)))
+            if keep_levels:
+                levels.append(pyramid)
+        arrays = (np.concatenate(parts) for parts in zip(*outs, strict=True))
+        kept = [torch.cat(parts) for parts in zip(*levels, strict=True)] if keep_levels else None
+        return Detections(*arrays, levels=kept)
 
-    def _detect_batch(self, frames: torch.Tensor):
-        heatmaps, presence, features = self(frames)
+    def _detect_batch(self, heatmaps, presence, features):
         n, k, s, _ = heatmaps.shape
         prob = F.softmax(heatmaps.reshape(n, k, -1), dim=-1).reshape(n, k, s, s)
         peak = prob.reshape(n, k, -1).argmax(-1)

@@ -76,12 +76,18 @@ def fvd_sim(real_features: np.ndarray, fake_features: np.ndarray) -> float | Non
 def lpips_sim(detector, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
     """Per-frame perceptual distance (N,) on the detector's feature pyramid (see module doc)."""
     with torch.no_grad():
-        levels_a = detector.features_pyramid(torch.from_numpy(frames_a))
-        levels_b = detector.features_pyramid(torch.from_numpy(frames_b))
-        total = 0.0
-        for fa, fb in zip(levels_a, levels_b, strict=True):
-            na, nb = F.normalize(fa, dim=1, eps=1e-10), F.normalize(fb, dim=1, eps=1e-10)
-            total = total + ((na - nb) ** 2).sum(1).mean((1, 2))
+        return lpips_from_levels(
+            detector.features_pyramid(torch.from_numpy(frames_a)),
+            detector.features_pyramid(torch.from_numpy(frames_b)),
+        )
+
+
+def lpips_from_levels(levels_a: list[torch.Tensor], levels_b: list[torch.Tensor]) -> np.ndarray:
+    """``lpips_sim`` from two precomputed feature pyramids (``Detections.levels``)."""
+    total = 0.0
+    for fa, fb in zip(levels_a, levels_b, strict=True):
+        na, nb = F.normalize(fa, dim=1, eps=1e-10), F.normalize(fb, dim=1, eps=1e-10)
+        total = total + ((na - nb) ** 2).sum(1).mean((1, 2))
     return total.numpy()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.distribution import fid_sim, fvd_sim, lpips_sim
+from evaluation.distribution import fid_sim, fvd_sim
 from evaluation.rollouts import (
     ACTION_VARIANTS,
     REFERENCES,
@@ -84,20 +84,23 @@ def evaluate_checkpoint(
             frames_per_call,
         )
         predicted.update(references(model, episode, frames))
-        predicted["true_frames"] = episode.rgb[context : context + frames]
+        truth = score(episode.rgb[context : context + frames], episode, context, detector)
+        truth_levels = truth.pop("_levels", None)
         for method, frames_hat in predicted.items():
-            scores = score(frames_hat, episode, context, detector)
-            if detector is not None:
-                scores["lpips_sim"] = lpips_sim(detector, frames_hat, predicted["true_frames"])
+            scores = score(frames_hat, episode, context, detector, truth_levels)
+            scores.pop("_levels", None)
             features = scores.pop("_features", None)
             per_episode[method].append(_episode_summary(scores, families))
             per_frame[method].append(scores)
             if method == "true" and features is not None:
                 fake.append(frames_hat)
                 fake_clip.append(features)
-            if method == "true_frames" and features is not None:
-                real.append(frames_hat)
-                real_clip.append(features)
+        truth_features = truth.pop("_features", None)
+        per_episode["true_frames"].append(_episode_summary(truth, families))
+        per_frame["true_frames"].append(truth)
+        if truth_features is not None:
+            real.append(episode.rgb[context : context + frames])
+            real_clip.append(truth_features)
     result = {
         "episodes": len(episodes),
         "frames": frames,

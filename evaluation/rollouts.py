@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from evaluation.distribution import lpips_from_levels
 from evaluation.scoring import point_correctness
 from world_model.metrics import psnr, ssim
 from world_model.rollout import rollout_latents
@@ -95,14 +96,22 @@ def references(model, episode: EpisodeArrays, frames: int) -> dict[str, np.ndarr
     }
 
 
-def score(frames_hat: np.ndarray, episode: EpisodeArrays, context: int, detector) -> dict:
+def score(
+    frames_hat: np.ndarray,
+    episode: EpisodeArrays,
+    context: int,
+    detector,
+    truth_levels: list | None = None,
+) -> dict:
     """Per-frame scores of predicted frames (F, H, W, 3) against the episode's frames
-    ``context .. context + F``: psnr (F,), ssim (F,), and per threshold (F, K) correctness."""
+    ``context .. context + F``: psnr (F,), ssim (F,), per threshold (F, K) correctness, and
+    ``lpips_sim`` (F,) against the truth's detector pyramid ``truth_levels`` when given.
+    ``_features`` / ``_levels``: the detector's pooled features and pyramid of ``frames_hat``."""
     n = len(frames_hat)
     target = episode.rgb[context : context + n]
     out = {"psnr": psnr(frames_hat, target), "ssim": ssim(frames_hat, target)}
     if detector is not None:
-        detections = detector.detect(frames_hat)
+        detections = detector.detect(frames_hat, keep_levels=True)
         side = float(target.shape[-2])
         out.update(
             point_correctness(
@@ -112,5 +121,7 @@ def score(frames_hat: np.ndarray, episode: EpisodeArrays, context: int, detector
                 side,
             )
         )
-        out["_features"] = detections.features
+        out["_features"], out["_levels"] = detections.features, detections.levels
+        if truth_levels is not None:
+            out["lpips_sim"] = lpips_from_levels(detections.levels, truth_levels)
     return out

@@ -310,3 +310,19 @@ def test_stores_without_landmarks_report_head_as_not_available():
     correct = pck_correct(uv, uv, visible, 0.1, 64)
     families = ("wrist",) + ("finger",) * 5 + ("wrist",) + ("finger",) * 5 + ("head",) * 4
     assert family_means(correct, families)["head"] is None
+
+
+def test_merge_refuses_runs_scored_differently(tmp_path):
+    from types import SimpleNamespace as Args
+
+    from evaluation.cli import _merge
+
+    previous = {"store": "s", "split": "test", "frames": 16, "detector": "d", "results": [],
+                "command": "dexac evaluate ...", "settings": {"limit": 5, "seed": 0}}
+    path = tmp_path / "prev.json"
+    path.write_text(json.dumps(previous))
+    report = {**previous, "settings": {"limit": 6, "seed": 0}, "command": "now"}
+    with pytest.raises(ValueError, match="settings"):
+        _merge(report, [("x", None, [])], Args(merge=str(path)))
+    merged, models = _merge({**previous, "command": "now"}, [("x", None, [])], Args(merge=str(path)))
+    assert merged["merged_commands"] == ["dexac evaluate ..."] and len(models) == 1
