@@ -55,6 +55,12 @@ def register(subparsers) -> None:
         help="predicted frames kept per sampler call (default: a whole chunk; "
         "1 = the env's default 1-frame step)",
     )
+    p.add_argument(
+        "--env-step",
+        action="store_true",
+        help="drive the model as DexACWorld-v0's default step does: one frame per sampler "
+        "call, each call seeing only its own target pose (held for the rest of the chunk)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--detector",
@@ -171,7 +177,8 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
-    return shlex.join(parts + (["--analysis"] if args.analysis else []))
+    flags = [f for f in ("env_step", "analysis") if getattr(args, f, False)]
+    return shlex.join(parts + [f"--{f.replace('_', '-')}" for f in flags])
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -204,8 +211,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             detector,
             args.frames,
             args.seed,
-            args.num_steps,
-            args.frames_per_call,
+            rollout_options(args),
             label=label,
         )
         results.append({"label": label, "checkpoint": path, **result})
@@ -226,9 +232,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def rollout_options(args: argparse.Namespace):
+    """``--num-steps``, ``--frames-per-call`` and ``--env-step`` as RolloutOptions."""
+    from evaluation.rollouts import RolloutOptions  # noqa: PLC0415
+
+    if args.env_step:
+        return RolloutOptions(args.num_steps, 1, hold_future=True)
+    return RolloutOptions(args.num_steps, args.frames_per_call)
+
+
 def _settings(args: argparse.Namespace) -> dict:
-    keys = ("limit", "seed", "num_steps", "frames_per_call")
+    keys = ("limit", "seed", "num_steps", "frames_per_call", "env_step")
     return {k: getattr(args, k) for k in keys}
+
+
+def _unset_dropped(value):
+    """Settings compare equal whether an unset option is recorded (None/False) or absent."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v not in (None, False)}
+    return value
 
 
 def _merge(report: dict, models: list, args: argparse.Namespace):
@@ -237,7 +259,7 @@ def _merge(report: dict, models: list, args: argparse.Namespace):
 
     previous = json.loads(Path(args.merge).read_text())
     for key in ("store", "split", "frames", "detector", "settings"):
-        if previous.get(key) != report[key]:
+        if _unset_dropped(previous.get(key)) != _unset_dropped(report[key]):
             raise ValueError(
                 f"--merge {args.merge}: {key} is {previous.get(key)!r} there and {report[key]!r} "
                 "here; merge only runs scored the same way"
@@ -288,8 +310,6 @@ def write_strip(models, detector, args: argparse.Namespace, path: str) -> None:
     rows = [("true", truth, detector.detect(truth))]
     for i, (name, m, _) in enumerate(models):
         wanted = {k: variants[k] for k in (("true", "frozen") if i == 0 else ("true",))}
-        frames = imagine(
-            m, episode, wanted, args.frames, args.seed, args.num_steps, args.frames_per_call
-        )
+        frames = imagine(m, episode, wanted, args.frames, args.seed, rollout_options(args))
         rows += [(f"{name} ({k})", f, detector.detect(f)) for k, f in frames.items()]
     plot_strip(rows, detector.config.point_families, path)

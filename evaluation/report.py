@@ -18,8 +18,10 @@ from tqdm import tqdm
 from evaluation.distribution import fid_sim, fvd_sim
 from evaluation.rollouts import (
     ACTION_VARIANTS,
+    DEFAULT_OPTIONS,
     REFERENCES,
     EpisodeArrays,
+    RolloutOptions,
     imagine,
     references,
     score,
@@ -60,8 +62,7 @@ def evaluate_checkpoint(
     detector,
     frames: int,
     seed: int = 0,
-    num_steps: int | None = None,
-    frames_per_call: int | None = None,
+    options: RolloutOptions = DEFAULT_OPTIONS,
     label: str = "model",
 ) -> dict:
     """Score ``model`` on ``episodes``; ``variants_of(episode, index)`` gives the action rows
@@ -80,8 +81,7 @@ def evaluate_checkpoint(
             variants_of(episode, index),
             frames,
             seed + index,
-            num_steps,
-            frames_per_call,
+            options,
         )
         predicted.update(references(model, episode, frames))
         truth = score(episode.rgb[context : context + frames], episode, context, detector)

@@ -32,6 +32,21 @@ ACTION_VARIANTS = ("true", "frozen", "other")
 REFERENCES = ("vae_reconstruction", "copy_last_context")
 
 
+@dataclass(frozen=True)
+class RolloutOptions:
+    """How the rollout loop is driven (``world_model.rollout.rollout_latents``): sampler steps
+    (None: the model's), predicted frames kept per sampler call (None: a whole chunk), and
+    ``hold_future`` (each call sees only the poses of the frames it keeps, then holds: with
+    ``frames_per_call=1`` exactly what ``DexACWorld-v0``'s default 1-frame step sees)."""
+
+    num_steps: int | None = None
+    frames_per_call: int | None = None
+    hold_future: bool = False
+
+
+DEFAULT_OPTIONS = RolloutOptions()
+
+
 @dataclass
 class EpisodeArrays:
     """One stored episode as arrays: rgb (T, H, W, 3) uint8, actions (T, 57), points_uv
@@ -60,8 +75,7 @@ def imagine(
     variants: dict[str, np.ndarray],
     frames: int,
     seed: int,
-    num_steps: int | None,
-    frames_per_call: int | None,
+    options: RolloutOptions = DEFAULT_OPTIONS,
 ) -> dict[str, np.ndarray]:
     """Decoded imagined frames (frames, H, W, 3) uint8 per action variant (one batch)."""
     context = model.config.context_frames
@@ -77,7 +91,14 @@ def imagine(
         rows = torch.from_numpy(np.stack([variants[n] for n in names])).float()
         generators = [torch.Generator().manual_seed(seed) for _ in names]  # common noise
         new, _ = rollout_latents(
-            model, latents, rows, semantic, generators, num_steps, frames_per_call=frames_per_call
+            model,
+            latents,
+            rows,
+            semantic,
+            generators,
+            options.num_steps,
+            frames_per_call=options.frames_per_call,
+            hold_future=options.hold_future,
         )
         model.clear_cache()
         decoded = model.decode(new).numpy()  # (V, frames, H, W, 3)

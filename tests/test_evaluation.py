@@ -326,3 +326,21 @@ def test_merge_refuses_runs_scored_differently(tmp_path):
         _merge(report, [("x", None, [])], Args(merge=str(path)))
     merged, models = _merge({**previous, "command": "now"}, [("x", None, [])], Args(merge=str(path)))
     assert merged["merged_commands"] == ["dexac evaluate ..."] and len(models) == 1
+
+
+def test_hold_future_shows_each_sampler_call_only_its_own_target():
+    from world_model.rollout import rollout_latents
+
+    model, calls = StubModel(follows=True), []
+    predict = model.predict
+    model.predict = lambda ctx, chunk, *a, **k: calls.append(chunk.clone()) or predict(
+        ctx, chunk, *a, **k
+    )
+    rows = (torch.arange(5.0) / 10)[None, :, None].expand(1, 5, 57).contiguous()
+    rollout_latents(model, torch.zeros(1, 1, 1, 1, 1), rows, frames_per_call=1, hold_future=True)
+    assert [c[0, :, 0].tolist() for c in calls] == [
+        pytest.approx([i / 10, (i + 1) / 10, (i + 1) / 10]) for i in range(4)
+    ]
+    calls.clear()
+    rollout_latents(model, torch.zeros(1, 1, 1, 1, 1), rows, frames_per_call=1)
+    assert calls[0][0, :, 0].tolist() == pytest.approx([0.0, 0.1, 0.2])  # sees the true future

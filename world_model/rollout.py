@@ -7,6 +7,9 @@ takes ``1 + action_frames`` rows (row 0 = the previous call's last row); past th
 given rows the last pose is held. A call keeps ``frames_per_call`` of its predicted frames
 (default: all of them) and the kept frames become the next call's context: fewer kept frames
 follow the given rows more closely at the cost of more calls (the env's 1-frame step keeps 1).
+``hold_future`` shows each call only the poses of the frames it keeps and holds the last of
+them for the rest of the chunk: what an env step that knows only its own target sees (the env's
+rows end at its target, so it gets this without asking).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def rollout_latents(
     num_steps: int | None = None,
     cfg_scale: float | None = None,
     frames_per_call: int | None = None,
+    hold_future: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Roll the world model forward over the given action rows.
 
@@ -53,10 +57,20 @@ def rollout_latents(
     context, new = context_latents, []
     for call in range(calls):
         start = call * keep
-        kept = min(keep, total - start) // tc  # latent frames kept from this call
+        kept_rows = min(keep, total - start)
+        kept = kept_rows // tc  # latent frames kept from this call
+        chunk = rows[:, start : start + 1 + per_call]  # (B, 1 + per_call, 57)
+        if hold_future:
+            chunk = torch.cat(
+                [
+                    chunk[:, : 1 + kept_rows],
+                    chunk[:, kept_rows : 1 + kept_rows].expand(-1, per_call - kept_rows, -1),
+                ],
+                dim=1,
+            )
         predicted = model.predict(
             context,
-            rows[:, start : start + 1 + per_call],
+            chunk,
             semantic,
             generator=generator,
             num_steps=num_steps,
