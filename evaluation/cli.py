@@ -157,6 +157,14 @@ def _check_args(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"no such file: {path}")
 
 
+def _shown(value) -> str:
+    """A path inside the working directory is recorded relative to it (portable commands)."""
+    text = str(value)
+    if Path(text).is_absolute() and Path(text).resolve().is_relative_to(Path.cwd().resolve()):
+        return str(Path(text).resolve().relative_to(Path.cwd().resolve()))
+    return text
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The ``dexac evaluate`` command that reproduces this run (recorded with its figures)."""
     parts = ["dexac", "evaluate"]
@@ -176,7 +184,7 @@ def command_line(args: argparse.Namespace) -> str:
     ):
         value = getattr(args, flag)
         if value is not None:
-            parts += [f"--{flag.replace('_', '-')}", str(value)]
+            parts += [f"--{flag.replace('_', '-')}", _shown(value)]
     flags = [f for f in ("env_step", "analysis") if getattr(args, f, False)]
     return shlex.join(parts + [f"--{f.replace('_', '-')}" for f in flags])
 
