@@ -177,7 +177,7 @@ def test_resume_after_a_killed_write(egodex_root, tmp_path):
 def test_appending_at_another_resolution_is_refused(imported, egodex_root, capsys):
     _, store = imported
     code = import_main(["egodex", str(egodex_root), "--out", str(store.path), "--resolution", "48"])
-    assert code == 1
+    assert code == 2
     assert "holds 32 px frames at 10 fps; this import asks for 48 px" in capsys.readouterr().err
 
 
@@ -235,7 +235,7 @@ def test_exit_code_nonzero_only_when_nothing_imported(tmp_path, capsys):
     assert code == 1
     assert "missing key 'camera/intrinsic'" in capsys.readouterr().err
     assert (
-        import_main(["egodex", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.zarr")]) == 1
+        import_main(["egodex", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.zarr")]) == 2
     )
     assert "not a folder" in capsys.readouterr().err
 

@@ -69,12 +69,7 @@ def test_generate_rejects_bad_config(tmp_path):
 
 
 # ``dexac sim ...`` through dexac_env.sim.cli alone, in a fresh interpreter
-SIM_CLI = (
-    "import argparse, sys\n"
-    "from dexac_env.sim.cli import register\n"
-    "p = argparse.ArgumentParser(prog='dexac'); s = p.add_subparsers(dest='cmd', required=True)\n"
-    "register(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-)
+SIM_CLI = "import sys; from dexac_env.cli import main; sys.exit(main(sys.argv[1:]))"  # `dexac`
 
 
 def _sim_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -95,4 +90,4 @@ def test_cli_video_and_generate_smoke(tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"written": 1' in done.stdout
     bad = _sim_cli("generate", "--task", "juggle", "--out", str(tmp_path / "t.zarr"), timeout=60)
-    assert bad.returncode != 0 and "unknown task" in bad.stderr
+    assert bad.returncode == 2 and "unknown task" in bad.stderr

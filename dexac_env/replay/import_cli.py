@@ -1,8 +1,9 @@
 """``dexac import egodex|egoverse ROOT --out STORE.zarr ...``: argument parsing and wiring only.
 
 ``register(subparsers)`` adds the ``import`` command to the ``dexac`` parser; each subcommand's
-``func(args) -> int`` runs the importer and returns the exit code (non-zero only when nothing
-could be imported). Heavy modules (h5py, imageio, zarr) are imported when a command runs.
+``func(args) -> int`` runs the importer and returns the exit code: 0 when at least one episode
+was imported, 1 when the job ran but nothing could be imported, 2 for bad input (a missing
+root, a bad option, a store that does not fit) -- the project's exit-code convention. Heavy modules (h5py, imageio, zarr) are imported when a command runs.
 Also runnable alone: ``python -m dexac_env.replay.import_cli egodex ROOT --out STORE.zarr``.
 """
 
@@ -87,7 +88,7 @@ def _run(args: argparse.Namespace, importer) -> int:
         report = importer(args.root, args.out, config, progress=not args.no_progress)
     except (FileNotFoundError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return print_report(report)
 
 

@@ -50,8 +50,8 @@ def _tasks(value: str) -> tuple[str, ...]:
     tasks = TASKS if value == "all" else tuple(t.strip() for t in value.split(",") if t.strip())
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
-        raise SystemExit(
-            f"dexac sim: unknown task(s) {unknown or value!r}; choose 'all' or from {TASKS}"
+        raise ValueError(  # dexac's main turns it into one line and exit code 2
+            f"unknown task(s) {unknown or value!r}; choose 'all' or from {TASKS}"
         )
     return tasks
 
