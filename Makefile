@@ -54,4 +54,5 @@ default-model: venv
 EVAL_CHECKPOINTS := --checkpoint dexac_env/assets/tiny_dexac.safetensors --label dexac --checkpoint runs/wm_tiny_mlp_global/model.safetensors --label mlp_global
 evaluate: venv
 	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim.zarr --split test --frames 16 --out benchmarks/results/eval_16.json --analysis
-	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim_long.zarr --split test --frames 64 --out benchmarks/results/eval_64.json
+	$(VENV)/bin/dexac evaluate --checkpoint dexac_env/assets/tiny_dexac.safetensors --label "dexac (env step)" --store data/sim.zarr --split test --frames 16 --env-step --out benchmarks/results/eval_16_env_step.json
+	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim_long.zarr --split test --frames 64 --limit 16 --out benchmarks/results/eval_64.json
