@@ -47,11 +47,13 @@ default-model: venv
 	$(VENV)/bin/dexac sim generate --task all --episodes 10 --out dexac_env/assets/default_episodes.zarr --resolution 64 --fps 10 --workers 1 --seed 1
 	$(VENV)/bin/dexac sim generate --task all --episodes 40 --frames 72 --test-fraction 0.9 --val-fraction 0.05 --out data/sim_long.zarr --resolution 64 --fps 10 --workers 1 --seed 2
 	$(PY) -m training.train_detector --config configs/detector/tiny.yaml
-	$(MAKE) evaluate
+	$(MAKE) evaluate MLP_GLOBAL=runs/wm_tiny_mlp_global/model.safetensors
 
 # The yardstick (docs/evaluation.md): the shipped DexAC model and the mlp_global baseline on the
 # simulator's held-out test split, 16 frames (data/sim.zarr) and 64 frames (data/sim_long.zarr).
-EVAL_CHECKPOINTS := --checkpoint dexac_env/assets/tiny_dexac.safetensors --label dexac --checkpoint runs/wm_tiny_mlp_global/model.safetensors --label mlp_global
+# the shipped baseline (float16); default-model passes its fresh fp32 run instead
+MLP_GLOBAL ?= benchmarks/checkpoints/tiny_mlp_global.safetensors
+EVAL_CHECKPOINTS := --checkpoint dexac_env/assets/tiny_dexac.safetensors --label dexac --checkpoint $(MLP_GLOBAL) --label mlp_global
 evaluate: venv
 	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim.zarr --split test --frames 16 --out benchmarks/results/eval_16.json --analysis
 	$(VENV)/bin/dexac evaluate --checkpoint dexac_env/assets/tiny_dexac.safetensors --label "dexac (env step)" --store data/sim.zarr --split test --frames 16 --env-step --out benchmarks/results/eval_16_env_step.json
