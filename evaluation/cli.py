@@ -87,6 +87,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_evaluate)
 
 
+def episode_points(episode) -> tuple[np.ndarray, np.ndarray]:
+    """A stored episode's labelled points, keypoints then landmarks (when it has them):
+    uv (T, K, 2) pixels and visible (T, K) bool -- the point order every detector uses."""
+    uv, visible = [episode.read("keypoints_2d")], [episode.read("keypoints_visible")]
+    if "landmarks_2d" in episode.keys():
+        uv.append(episode.read("landmarks_2d"))
+        visible.append(episode.read("landmarks_visible"))
+    return np.concatenate(uv, 1), np.concatenate(visible, 1)
+
+
 def load_episodes(store, split: str, min_frames: int, num_points: int):
     """EpisodeArrays of a split with at least ``min_frames`` frames: keypoints, then landmarks,
     fitted to the detector's ``num_points`` (points a store lacks, e.g. the head landmarks of an
@@ -97,12 +107,7 @@ def load_episodes(store, split: str, min_frames: int, num_points: int):
     for episode in store.episodes(split):
         if episode.length < min_frames:
             continue
-        keys = set(episode.keys())
-        uv, visible = [episode.read("keypoints_2d")], [episode.read("keypoints_visible")]
-        if "landmarks_2d" in keys:
-            uv.append(episode.read("landmarks_2d"))
-            visible.append(episode.read("landmarks_visible"))
-        uv, visible = _fit_points(np.concatenate(uv, 1), np.concatenate(visible, 1), num_points)
+        uv, visible = _fit_points(*episode_points(episode), num_points)
         episodes.append(
             EpisodeArrays(
                 episode.name,

@@ -43,15 +43,11 @@ def displacements(points: np.ndarray, visible: np.ndarray, chunk: int) -> dict[s
 
 
 def summarise(store, split: str | None, chunk: int, cell_px: float, token_px: float) -> dict:
+    from evaluation.cli import episode_points  # noqa: PLC0415
+
     pooled: dict[str, list] = {}
     for episode in store.episodes(split):
-        points, visible = [episode.read("keypoints_2d")], [episode.read("keypoints_visible")]
-        if "landmarks_2d" in episode.keys():
-            points.append(episode.read("landmarks_2d"))
-            visible.append(episode.read("landmarks_visible"))
-        for family, values in displacements(
-            np.concatenate(points, 1), np.concatenate(visible, 1), chunk
-        ).items():
+        for family, values in displacements(*episode_points(episode), chunk).items():
             pooled.setdefault(family, []).append(values)
     out = {}
     for family, parts in pooled.items():

@@ -67,10 +67,6 @@ class DetectorRunConfig:
     output: str = "checkpoints/detector_tiny.safetensors"
 
 
-POINT_ARRAYS = ("rgb", "keypoints_2d", "keypoints_visible")
-LANDMARK_ARRAYS = ("landmarks_2d", "landmarks_visible")
-
-
 class KeypointFrames(Dataset):
     """In-memory frames with their points: ``{"frames", "points_uv", "visible", "_index"}``."""
 
@@ -107,17 +103,14 @@ def point_set(store) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def read_points(store, split: str, limit: int | None = None):
     """Frames (N, H, W, 3), points (N, K, 2), visible (N, K) of a split (first ``limit``)."""
+    from evaluation.cli import episode_points  # noqa: PLC0415
+
     frames, points, visible = [], [], []
     for episode in store.episodes(split):
-        wanted = POINT_ARRAYS + (LANDMARK_ARRAYS if "landmarks_2d" in episode.keys() else ())
-        arrays = {k: episode.read(k) for k in wanted}
-        frames.append(arrays["rgb"])
-        uv, vis = [arrays["keypoints_2d"]], [arrays["keypoints_visible"]]
-        if "landmarks_2d" in arrays:
-            uv.append(arrays["landmarks_2d"])
-            vis.append(arrays["landmarks_visible"])
-        points.append(np.concatenate(uv, axis=1))
-        visible.append(np.concatenate(vis, axis=1))
+        frames.append(episode.read("rgb"))
+        uv, vis = episode_points(episode)
+        points.append(uv)
+        visible.append(vis)
         if limit is not None and sum(len(f) for f in frames) >= limit:
             break
     if not frames:
