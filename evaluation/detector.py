@@ -123,7 +123,6 @@ class KeypointDetector(nn.Module):
         self.dec1 = _block(w2 + w1, w1)
         self.heatmap_head = nn.Conv2d(w1, k, 1)
         self.presence_head = nn.Linear(w3, k)
-        self.num_features = w3  # the torchmetrics custom-feature protocol (fid_sim)
 
     # -- network ---------------------------------------------------------------------------------
     def _pixels(self, frames: torch.Tensor) -> torch.Tensor:

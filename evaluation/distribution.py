@@ -7,7 +7,8 @@ variants use a feature network this project trained on its own frames -- the key
 detector's pooled bottleneck and feature pyramid -- and say so in their names:
 
 - ``fid_sim``: Fréchet distance between detector features of true and imagined frames
-  (torchmetrics ``FrechetInceptionDistance`` with the detector as its custom feature module).
+  (torchmetrics' ``FrechetInceptionDistance`` over the features the scoring already computed,
+  passed through a custom feature module).
 - ``fvd_sim``: the same on clip features: per clip, the time-mean of frame features
   concatenated with the time-mean of their absolute frame-to-frame differences (motion).
 - ``lpips_sim``: LPIPS's formula (unit-normalised channels, squared difference, spatial mean)
@@ -26,16 +27,15 @@ import torch.nn.functional as F
 
 
 class _FrameFeatures(nn.Module):
-    """torchmetrics custom feature module: (N, H, W, 3) uint8 frames -> detector features."""
+    """torchmetrics custom feature module over features computed once by the detector
+    (``Detections.features``): (N, D) -> (N, D) float64, no second detector pass."""
 
-    def __init__(self, detector) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        self.detector = detector
-        self.num_features = detector.num_features
+        self.num_features = dim
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.detector(frames)[2].double()
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.double()
 
 
 class _ClipFeatures(nn.Module):
@@ -61,10 +61,10 @@ def _frechet(feature: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> floa
     return float(metric.compute())
 
 
-def fid_sim(detector, real_frames: np.ndarray, fake_frames: np.ndarray) -> float | None:
-    """Fréchet distance of detector features, frames (N, H, W, 3) uint8 each."""
-    feature = _FrameFeatures(detector)
-    return _frechet(feature, torch.from_numpy(real_frames), torch.from_numpy(fake_frames))
+def fid_sim(real_features: np.ndarray, fake_features: np.ndarray) -> float | None:
+    """Fréchet distance of per-frame detector features (``Detections.features``), (N, D) each."""
+    feature = _FrameFeatures(real_features.shape[-1])
+    return _frechet(feature, torch.from_numpy(real_features), torch.from_numpy(fake_features))
 
 
 def fvd_sim(real_features: np.ndarray, fake_features: np.ndarray) -> float | None:

@@ -71,7 +71,7 @@ def evaluate_checkpoint(
     families = detector.config.point_families if detector is not None else ()
     per_episode = {m: [] for m in METHODS}
     per_frame = {m: [] for m in METHODS}
-    real, fake, real_clip, fake_clip = [], [], [], []
+    real_clip, fake_clip = [], []  # per episode (frames, D) detector features
     episodes = list(episodes)
     start = time.perf_counter()
     for index, episode in enumerate(tqdm(episodes, desc=label, leave=False)):
@@ -93,13 +93,11 @@ def evaluate_checkpoint(
             per_episode[method].append(_episode_summary(scores, families))
             per_frame[method].append(scores)
             if method == "true" and features is not None:
-                fake.append(frames_hat)
                 fake_clip.append(features)
         truth_features = truth.pop("_features", None)
         per_episode["true_frames"].append(_episode_summary(truth, families))
         per_frame["true_frames"].append(truth)
         if truth_features is not None:
-            real.append(episode.rgb[context : context + frames])
             real_clip.append(truth_features)
     result = {
         "episodes": len(episodes),
@@ -110,7 +108,7 @@ def evaluate_checkpoint(
         "sensitivity": _sensitivity(per_episode),
     }
     if detector is not None:
-        result["fid_sim"] = fid_sim(detector, np.concatenate(real), np.concatenate(fake))
+        result["fid_sim"] = fid_sim(np.concatenate(real_clip), np.concatenate(fake_clip))
         result["fvd_sim"] = fvd_sim(np.stack(real_clip), np.stack(fake_clip))
     return result
 
