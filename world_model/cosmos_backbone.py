@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from world_model.checkpoint import check_state
 from world_model.conditioning import ActionConditioning
-from world_model.dit import DiTConfig, DiTContext
+from world_model.dit import DiTConfig, DiTContext, check_latents
 from world_model.dit_layers import Attention
 from world_model.json_config import JSONConfig
 
@@ -284,13 +284,7 @@ class CosmosDexAC(nn.Module):
     def _inputs(self, latents: torch.Tensor, context_frames: int):
         """(B, T, C, h, w) -> Cosmos's (B, C', T, h, w) input with the conditioning-frame mask
         (and zero padding-mask) channels, and the per-frame noise-level mask (T,)."""
-        b, t, c, h, w = latents.shape
-        p = self.config.patch_size
-        if c != self.latent_channels or h % p or w % p:
-            raise ValueError(
-                f"latents must be (B, T, {self.latent_channels}, h, w) with h, w divisible by {p}, "
-                f"got {tuple(latents.shape)}"
-            )
+        b, t, c, h, w = check_latents(latents, self.latent_channels, self.config.patch_size)
         is_context = torch.arange(t, device=latents.device) < context_frames  # (T,)
         channels = [latents.transpose(1, 2)]  # (B, C, T, h, w)
         channels.append(

@@ -81,6 +81,18 @@ DIT_SIZES: dict[str, DiTConfig] = {
 }
 
 
+def check_latents(latents: torch.Tensor, channels: int, patch: int) -> tuple[int, ...]:
+    """A backbone's input check: (B, T, channels, h, w) with h, w divisible by ``patch``.
+    Returns the shape; raises ValueError naming expected and actual otherwise."""
+    b, t, c, h, w = latents.shape
+    if c != channels or h % patch or w % patch:
+        raise ValueError(
+            f"latents must be (B, T, {channels}, h, w) with h, w divisible by {patch}, "
+            f"got {tuple(latents.shape)}"
+        )
+    return b, t, c, h, w
+
+
 @dataclass
 class DiTContext:
     """Everything the DiT needs besides the noisy latents; fixed for all sampler steps.
@@ -234,13 +246,8 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """latents (B, T, C, h, w), first ``context_frames`` clean; sigma (B,) noise level of the
         rest, in [0, 1] -> velocity (B, T, C, h, w)."""
-        b, t, c, h, w = latents.shape
+        b, t, c, h, w = check_latents(latents, self.latent_channels, self.config.patch_size)
         p = self.config.patch_size
-        if c != self.latent_channels or h % p or w % p:
-            raise ValueError(
-                f"latents must be (B, T, {self.latent_channels}, h, w) with h, w divisible by {p}, "
-                f"got {tuple(latents.shape)}"
-            )
         # 1. mask channel (1 = clean conditioning frame) and per-frame noise level (0 for those)
         is_context = torch.arange(t, device=latents.device) < context_frames  # (T,)
         mask = is_context.to(latents.dtype)[None, :, None, None, None].expand(b, t, 1, h, w)
