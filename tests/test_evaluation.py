@@ -346,3 +346,15 @@ def test_hold_future_shows_each_sampler_call_only_its_own_target():
     calls.clear()
     rollout_latents(model, torch.zeros(1, 1, 1, 1, 1), rows, frames_per_call=1)
     assert calls[0][0, :, 0].tolist() == pytest.approx([0.0, 0.1, 0.2])  # sees the true future
+
+
+def test_motion_point_indices_agree_with_the_keypoint_layout():
+    from dexac_env.actions import KEYPOINT_NAMES
+    from evaluation.motion import TIPS, WRISTS
+
+    assert [KEYPOINT_NAMES[i] for i in WRISTS] == ["left_wrist", "right_wrist"]
+    for wrist, tips in TIPS.items():
+        side = KEYPOINT_NAMES[wrist].split("_")[0]
+        assert [KEYPOINT_NAMES[i] for i in tips] == [
+            n for n in KEYPOINT_NAMES if n.startswith(side) and n.endswith("_tip")
+        ]
