@@ -287,3 +287,43 @@ def test_fresh_model_trains_every_block_with_real_optimizer_steps(variant):
     params = dict(model.named_parameters())
     frozen = [n for n in names if torch.equal(params[n].detach(), before[n])]
     assert not frozen, f"parameters that never moved: {frozen[:8]} ({len(frozen)} in all)"
+
+
+def test_context_noise_augmentation_trains_and_samples_with_its_level():
+    from world_model.dit import frame_noise_levels
+
+    levels = frame_noise_levels(
+        torch.tensor([0.9, 0.5]), torch.tensor([True, True, False]), torch.tensor([0.1, 0.2])
+    )
+    torch.testing.assert_close(levels, torch.tensor([[0.1, 0.1, 0.9], [0.2, 0.2, 0.5]]))
+    plain = tiny_model("dexac", semantic=False)
+    noisy = tiny_model("dexac", semantic=False, flow={"context_noise_max": 0.5})
+    for model in (plain, noisy):
+        wake(model)
+    batch = _batch(plain)
+    seen = []
+    original = noisy.dit.forward
+    noisy.dit.forward = lambda latents, sigma, context, c: (
+        seen.append((latents[:, :c].clone(), context.context_sigma))
+        or original(latents, sigma, context, c)
+    )
+    noisy.train()
+    torch.manual_seed(3)
+    noisy.loss(batch)
+    context, level = seen[-1]
+    assert level is not None and (level >= 0).all() and (level <= 0.5).all()
+    assert not torch.allclose(context, batch["context_latents"])  # the context was noised
+    noisy.eval()  # no augmentation outside training
+    noisy.loss(batch)
+    assert seen[-1][1] is None and torch.equal(seen[-1][0], batch["context_latents"])
+    # sampling: the configured level reaches the network; results stay deterministic
+    noisy.config = noisy.config.replace(sampler={"context_noise": 0.1})
+    gen = torch.Generator()
+    one = noisy.predict(batch["context_latents"], batch["actions"], None, gen.manual_seed(0), 2)
+    assert torch.allclose(seen[-1][1], torch.full((2,), 0.1))
+    two = noisy.predict(batch["context_latents"], batch["actions"], None, gen.manual_seed(0), 2)
+    assert torch.equal(one, two)
+    clean = plain.predict(batch["context_latents"], batch["actions"], None, gen.manual_seed(0), 2)
+    assert not torch.allclose(one, clean)
+    with pytest.raises(ValueError, match="context_noise"):
+        WorldModelConfig.from_size("tiny", sampler={"context_noise": 1.5})

@@ -94,12 +94,14 @@ class WindowDataConfig:
     """Windows of cached latents for world-model training (see ``training.datasets``).
 
     Attributes:
-        store: path of the episode store (with ``latent`` cached by ``cache_latents.py``).
+        store: path of the episode store (with ``latent`` cached by ``cache_latents.py``), or
+            of a training pack made from one (``python -m training.latent_pack``, a ``.npz``).
         split: episodes of this split are used ("train", "val" or "test").
         window_stride: latent frames between the starts of consecutive windows.
         semantic_frame: which frame's cached semantic image features condition a window:
             "rollout" (any reset frame up to the window's last context frame, as during an
-            env rollout) or "last_context" (training/datasets.py SEMANTIC_FRAMES).
+            env rollout), "last_context", or "first_context" (the episode's first reset frame,
+            as a rollout from an episode start; training/datasets.py SEMANTIC_FRAMES).
     """
 
     store: str = "data/sim.zarr"
@@ -110,9 +112,10 @@ class WindowDataConfig:
     def __post_init__(self) -> None:
         if self.window_stride < 1:
             raise ConfigError(f"data.window_stride must be >= 1, got {self.window_stride}")
-        if self.semantic_frame not in ("rollout", "last_context"):
+        if self.semantic_frame not in ("rollout", "last_context", "first_context"):
             raise ConfigError(
-                f"data.semantic_frame must be 'rollout' or 'last_context', got {self.semantic_frame!r}"
+                "data.semantic_frame must be 'rollout', 'last_context' or 'first_context', got "
+                f"{self.semantic_frame!r}"
             )
 
 

@@ -33,8 +33,9 @@ SEMANTIC_KEYS = ("semantic_image", "semantic_text")
 # reset frame, and keeps them while the context slides, so at rollout step n they are n chunks
 # old: "rollout" draws that frame anywhere between the episode's first possible reset frame and
 # the window's last context frame (a pure function of the item index, so resume stays exact);
-# "last_context" always takes the newest context frame.
-SEMANTIC_FRAMES = ("rollout", "last_context")
+# "last_context" always takes the newest context frame; "first_context" always the episode's
+# first possible reset frame (a rollout from the episode's start, as `dexac evaluate` runs).
+SEMANTIC_FRAMES = ("rollout", "last_context", "first_context")
 
 
 class _StoreDataset(Dataset):
@@ -187,6 +188,8 @@ class LatentWindowDataset(_StoreDataset):
             if self.semantic_frame == "rollout":
                 rng = np.random.default_rng([i, 0x5E])
                 pixel = int(rng.integers((c - 1) * tc, pixel + 1))
+            elif self.semantic_frame == "first_context":
+                pixel = (c - 1) * tc
             image = episode.read("semantic_image", pixel, pixel + 1)[0]  # (S_img, D_img)
             item["semantic_image"] = torch.from_numpy(image.astype(np.float32))
             item["semantic_text"] = torch.from_numpy(

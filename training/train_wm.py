@@ -6,7 +6,8 @@
 The engine follows the config: ``trainer.deepspeed_config`` (or ``--deepspeed_config``) names a
 DeepSpeed JSON -> DeepSpeed (a bare ``python`` run becomes a one-rank DeepSpeed world);
 none (or ``--no-deepspeed``) -> plain PyTorch. The store must hold latents cached by
-``training/cache_latents.py`` with the tokenizer named in ``model.tokenizer_checkpoint``. At the
+``training/cache_latents.py`` with the tokenizer named in ``model.tokenizer_checkpoint``
+(``data.store`` may instead name a training pack of such a store: training/latent_pack.py). At the
 end rank 0 exports ``<out_dir>/model.safetensors`` (``WorldModel.from_pretrained`` loads it).
 """
 
@@ -24,6 +25,7 @@ from training.components import engine_overrides, entry_parser, load_component, 
 from training.config import ConfigError, WMRunConfig, load_config, to_dict
 from training.datasets import LatentWindowDataset, open_store
 from training.export import export_world_model
+from training.latent_pack import PackedWindowDataset, is_pack, read_pack_stats
 from training.trainer import Trainer
 
 
@@ -66,12 +68,18 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
 def main(argv: list[str] | None = None) -> int:
     args = entry_parser(__doc__.splitlines()[0], "configs/wm/tiny.yaml").parse_args(argv)
     config = load_config(WMRunConfig, args.config, engine_overrides(args))
-    store = open_store(config.data.store)
-    stats = store.action_stats or store.compute_action_stats("train")
+    packed = is_pack(config.data.store)
+    if packed:  # a training pack carries its store's action statistics
+        window_dataset = PackedWindowDataset
+        stats = read_pack_stats(config.data.store)
+    else:
+        window_dataset = LatentWindowDataset
+        store = open_store(config.data.store)
+        stats = store.action_stats or store.compute_action_stats("train")
     torch.manual_seed(config.trainer.seed)  # identical init on every rank
     model = build_world_model(config, stats.mean, stats.std)
     wm = model.config
-    dataset = LatentWindowDataset(
+    dataset = window_dataset(
         config.data.store,
         config.data.split,
         wm.context_frames,

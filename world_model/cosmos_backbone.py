@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from world_model.checkpoint import check_state
 from world_model.conditioning import ActionConditioning
-from world_model.dit import DiTConfig, DiTContext, check_latents
+from world_model.dit import DiTConfig, DiTContext, check_latents, frame_noise_levels
 from world_model.dit_layers import Attention
 from world_model.json_config import JSONConfig
 
@@ -294,13 +294,12 @@ class CosmosDexAC(nn.Module):
             channels.append(latents.new_zeros(b, 1, t, h, w))
         return torch.cat(channels, dim=1), is_context
 
-    def _embed_time(self, tokens, sigma, is_context, cond_extra, grid):
+    def _embed_time(self, tokens, sigma, is_context, context, grid):
         """Per-frame timestep embeddings with the action embedding added, per token:
         embedded_timestep (B, L, D) drives AdaLN, temb (B, L, 3 D) is AdaLN-LoRA's shared term."""
         b, (t, hp, wp) = sigma.shape[0], grid
-        frame_sigma = torch.where(
-            is_context[None], torch.zeros_like(sigma)[:, None], sigma[:, None]
-        )
+        cond_extra = context.cond_extra
+        frame_sigma = frame_noise_levels(sigma, is_context, context.context_sigma)  # (B, T)
         # (B T, 3D), (B T, D)
         temb, emb = self.transformer.time_embed(tokens, frame_sigma.flatten())
         emb = emb.unflatten(0, (b, t))  # (B, T, D)
@@ -325,7 +324,7 @@ class CosmosDexAC(nn.Module):
         if tr.learnable_pos_embed is not None:
             tokens = tokens + tr.learnable_pos_embed(x)  # (B, L, D)
         # 2. timestep embedding (+ the action embedding) that drives every AdaLN
-        temb, emb = self._embed_time(tokens, sigma, is_context, context.cond_extra, grid)
+        temb, emb = self._embed_time(tokens, sigma, is_context, context, grid)
         # 3. blocks, each with DexAC's local refinement
         for i, block in enumerate(tr.transformer_blocks):
             args = (

@@ -99,11 +99,24 @@ class DiTContext:
 
     cond_extra: (B, F_total, D) or (B, 1, D) action part of the AdaLN input (or None).
     action_kv / semantic_kv: per-block cached keys/values of the cross-attentions (or None).
+    context_sigma: (B,) noise level the context frames carry (context-noise augmentation,
+        GameNGen/DIAMOND style), or None for clean context (level 0).
     """
 
     cond_extra: torch.Tensor | None
     action_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
     semantic_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+    context_sigma: torch.Tensor | None = None
+
+
+def frame_noise_levels(
+    sigma: torch.Tensor, is_context: torch.Tensor, context_sigma: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-frame noise levels (B, T): ``context_sigma`` (B,) (0 when None) on the context
+    frames (``is_context`` (T,) bool), ``sigma`` (B,) on the predicted ones. Both backbones
+    give these to their timestep embedding."""
+    level = torch.zeros_like(sigma) if context_sigma is None else context_sigma.to(sigma)
+    return torch.where(is_context[None], level[:, None], sigma[:, None])
 
 
 class DiTBlock(nn.Module):
@@ -248,12 +261,11 @@ class DiT(nn.Module):
         rest, in [0, 1] -> velocity (B, T, C, h, w)."""
         b, t, c, h, w = check_latents(latents, self.latent_channels, self.config.patch_size)
         p = self.config.patch_size
-        # 1. mask channel (1 = clean conditioning frame) and per-frame noise level (0 for those)
+        # 1. mask channel (1 = conditioning frame) and per-frame noise level (context: 0 or its
+        # augmentation level)
         is_context = torch.arange(t, device=latents.device) < context_frames  # (T,)
         mask = is_context.to(latents.dtype)[None, :, None, None, None].expand(b, t, 1, h, w)
-        frame_sigma = torch.where(
-            is_context[None], torch.zeros_like(sigma)[:, None], sigma[:, None]
-        )  # (B, T)
+        frame_sigma = frame_noise_levels(sigma, is_context, context.context_sigma)  # (B, T)
         # 2. patchify: (B, T, C + 1, h, w) -> (B, T, N, (C + 1) p p) -> (B, T, N, D)
         x = torch.cat([latents, mask], dim=2)
         x = x.unflatten(3, (h // p, p)).unflatten(5, (w // p, p))  # (B, T, C+1, h/p, p, w/p, p)

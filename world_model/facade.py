@@ -202,13 +202,21 @@ class WorldModel(nn.Module):
         scale = cfg.sampler.cfg_scale if cfg_scale is None else cfg_scale
         # 1. everything constant over the sampler steps, computed once
         semantic_kv = self._semantic_kv(semantic, use_cache=not torch.is_grad_enabled())
-        velocity_fn = self._guided_velocity_fn(context_latents, action_chunk, semantic_kv, scale)
-        # 2. integrate from noise
         noise = self._noise((b, cfg.chunk_frames, c, h, w), generator)
+        context_sigma = None
+        if cfg.sampler.context_noise > 0:  # the level the model was trained to expect
+            context_sigma = torch.full((b,), cfg.sampler.context_noise, device=self.device)
+            context_latents = self.flow.add_noise(
+                context_latents, self._noise(tuple(context_latents.shape), generator), context_sigma
+            )
+        velocity_fn = self._guided_velocity_fn(
+            context_latents, action_chunk, semantic_kv, scale, context_sigma
+        )
+        # 2. integrate from noise
         return self.sampler.sample(velocity_fn, noise, num_steps=num_steps)
 
     def _guided_velocity_fn(
-        self, context_latents, action_chunk, semantic_kv, scale: float
+        self, context_latents, action_chunk, semantic_kv, scale: float, context_sigma=None
     ) -> VelocityFn:
         """The velocity of the noisy chunk given the clean context, with classifier-free
         guidance on actions when ``scale != 1``: ``v_uncond + scale (v_cond - v_uncond)``, both
@@ -223,9 +231,12 @@ class WorldModel(nn.Module):
             drop = torch.arange(2 * b, device=self.device) >= b
             context = self._context(action_chunk.repeat(2, 1, 1), drop, _repeat_kv(semantic_kv, 2))
             clean = context_latents.repeat(2, 1, 1, 1, 1)
+            if context_sigma is not None:
+                context_sigma = context_sigma.repeat(2)
         else:
             context = self._context(action_chunk, None, semantic_kv)
             clean = context_latents
+        context.context_sigma = context_sigma
 
         def velocity_fn(noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if guided:
@@ -280,8 +291,16 @@ class WorldModel(nn.Module):
                 batch["semantic_text"].to(self.device, torch.float32),
             )
         context = self._context(actions, drop, semantic_kv)
+        # context-noise augmentation: noise the context to a random level, and say which
+        if self.training and cfg.flow.context_noise_max > 0:
+            b = context_latents.shape[0]
+            level = torch.rand(b, device=self.device) * cfg.flow.context_noise_max  # (B,)
+            context_latents = self.flow.add_noise(
+                context_latents, torch.randn_like(context_latents), level
+            )
+            context.context_sigma = level
 
-        # 2. flow matching on the predicted chunk only; the context stays clean
+        # 2. flow matching on the predicted chunk only (the context frames are not scored)
         def velocity_fn(noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             frames = torch.cat([context_latents, noisy], dim=1)  # (B, T, C, h, w)
             return self.dit(frames, sigma, context, cfg.context_frames)[:, cfg.context_frames :]

@@ -28,12 +28,18 @@ class FlowConfig(JSONConfig):
         logit_mean, logit_std: parameters of the logit-normal.
         shift: sigma -> shift sigma / (1 + (shift - 1) sigma), applied after sampling (1 = off);
             larger values spend more training on high noise.
+        context_noise_max: context-noise augmentation (GameNGen, DIAMOND): in training each
+            window's context latents are noised to a level drawn uniformly from
+            [0, context_noise_max], and the model is told that level, so that at rollout time
+            it can be given its own (imperfect) frames at a small level
+            (``SamplerConfig.context_noise``) instead of trusting them as clean. 0 = off.
     """
 
     timestep_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    context_noise_max: float = 0.0
 
     def __post_init__(self) -> None:
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
@@ -42,6 +48,8 @@ class FlowConfig(JSONConfig):
             )
         if self.shift <= 0 or self.logit_std <= 0:
             raise ValueError(f"shift and logit_std must be > 0, got {self.shift}, {self.logit_std}")
+        if not 0 <= self.context_noise_max < 1:
+            raise ValueError(f"context_noise_max must be in [0, 1), got {self.context_noise_max}")
 
 
 def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:

@@ -29,17 +29,23 @@ class SamplerConfig(JSONConfig):
         cfg_scale: default guidance on actions of ``WorldModel.predict``; 1 = off (one network
             call per step), s > 1 uses ``v_uncond + s (v_cond - v_uncond)`` (needs a model
             trained with action dropout). The sampler itself does not read it.
+        context_noise: noise level at which ``WorldModel.predict`` gives the context latents
+            to the network (fresh noise each call); 0 = clean. Only meaningful for a model
+            trained with ``FlowConfig.context_noise_max`` above it.
     """
 
     num_steps: int = 35
     shift: float = 1.0
     cfg_scale: float = 1.0
+    context_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
         if self.shift <= 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
+        if not 0 <= self.context_noise < 1:
+            raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
 
 
 # velocity_fn(noisy (B, ...), sigma (B,)) -> velocity (B, ...)
