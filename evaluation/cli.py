@@ -61,6 +61,20 @@ def register(subparsers) -> None:
         help="drive the model as DexACWorld-v0's default step does: one frame per sampler "
         "call, each call seeing only its own target pose (held for the rest of the chunk)",
     )
+    p.add_argument(
+        "--cfg-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance on actions (default: the model's; > 1 needs a model "
+        "trained with action dropout)",
+    )
+    p.add_argument(
+        "--context-noise",
+        type=float,
+        default=None,
+        help="noise level the context latents are given at (default: the model's "
+        "sampler.context_noise; for models trained with context-noise augmentation)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--detector",
@@ -182,6 +196,8 @@ def command_line(args: argparse.Namespace) -> str:
         "limit",
         "num_steps",
         "frames_per_call",
+        "cfg_scale",
+        "context_noise",
         "seed",
         "detector",
         "out",
@@ -205,7 +221,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     detector = KeypointDetector.load(args.detector)
     results, models = [], []
     for i, path in enumerate(args.checkpoint):
-        model = WorldModel.from_pretrained(path).eval()
+        model = with_sampler(WorldModel.from_pretrained(path).eval(), args)
         context = model.config.context_frames
         episodes = load_episodes(
             store, args.split, context + args.frames, detector.config.num_points
@@ -249,13 +265,30 @@ def rollout_options(args: argparse.Namespace):
     """``--num-steps``, ``--frames-per-call`` and ``--env-step`` as RolloutOptions."""
     from evaluation.rollouts import RolloutOptions  # noqa: PLC0415
 
+    cfg_scale = getattr(args, "cfg_scale", None)
     if args.env_step:
-        return RolloutOptions(args.num_steps, 1, hold_future=True)
-    return RolloutOptions(args.num_steps, args.frames_per_call)
+        return RolloutOptions(args.num_steps, 1, hold_future=True, cfg_scale=cfg_scale)
+    return RolloutOptions(args.num_steps, args.frames_per_call, cfg_scale=cfg_scale)
+
+
+def with_sampler(model, args: argparse.Namespace):
+    """``--context-noise`` set on the model's sampler config (the model is returned)."""
+    level = getattr(args, "context_noise", None)
+    if level is not None:
+        model.config = model.config.replace(sampler={"context_noise": level})
+    return model
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    keys = ("limit", "seed", "num_steps", "frames_per_call", "env_step")
+    keys = (
+        "limit",
+        "seed",
+        "num_steps",
+        "frames_per_call",
+        "env_step",
+        "cfg_scale",
+        "context_noise",
+    )
     return {k: getattr(args, k) for k in keys}
 
 

@@ -37,11 +37,13 @@ class RolloutOptions:
     """How the rollout loop is driven (``world_model.rollout.rollout_latents``): sampler steps
     (None: the model's), predicted frames kept per sampler call (None: a whole chunk), and
     ``hold_future`` (each call sees only the poses of the frames it keeps, then holds: with
-    ``frames_per_call=1`` exactly what ``DexACWorld-v0``'s default 1-frame step sees)."""
+    ``frames_per_call=1`` exactly what ``DexACWorld-v0``'s default 1-frame step sees), and
+    ``cfg_scale`` (guidance on actions; None: the model's)."""
 
     num_steps: int | None = None
     frames_per_call: int | None = None
     hold_future: bool = False
+    cfg_scale: float | None = None
 
 
 DEFAULT_OPTIONS = RolloutOptions()
@@ -97,6 +99,7 @@ def imagine(
             semantic,
             generators,
             options.num_steps,
+            cfg_scale=options.cfg_scale,
             frames_per_call=options.frames_per_call,
             hold_future=options.hold_future,
         )

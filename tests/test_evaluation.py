@@ -319,14 +319,23 @@ def test_merge_refuses_runs_scored_differently(tmp_path):
 
     from evaluation.cli import _merge
 
-    previous = {"store": "s", "split": "test", "frames": 16, "detector": "d", "results": [],
-                "command": "dexac evaluate ...", "settings": {"limit": 5, "seed": 0}}
+    previous = {
+        "store": "s",
+        "split": "test",
+        "frames": 16,
+        "detector": "d",
+        "results": [],
+        "command": "dexac evaluate ...",
+        "settings": {"limit": 5, "seed": 0},
+    }
     path = tmp_path / "prev.json"
     path.write_text(json.dumps(previous))
     report = {**previous, "settings": {"limit": 6, "seed": 0}, "command": "now"}
     with pytest.raises(ValueError, match="settings"):
         _merge(report, [("x", None, [])], Args(merge=str(path)))
-    merged, models = _merge({**previous, "command": "now"}, [("x", None, [])], Args(merge=str(path)))
+    merged, models = _merge(
+        {**previous, "command": "now"}, [("x", None, [])], Args(merge=str(path))
+    )
     assert merged["merged_commands"] == ["dexac evaluate ..."] and len(models) == 1
 
 
@@ -335,8 +344,8 @@ def test_hold_future_shows_each_sampler_call_only_its_own_target():
 
     model, calls = StubModel(follows=True), []
     predict = model.predict
-    model.predict = lambda ctx, chunk, *a, **k: calls.append(chunk.clone()) or predict(
-        ctx, chunk, *a, **k
+    model.predict = lambda ctx, chunk, *a, **k: (
+        calls.append(chunk.clone()) or predict(ctx, chunk, *a, **k)
     )
     rows = (torch.arange(5.0) / 10)[None, :, None].expand(1, 5, 57).contiguous()
     rollout_latents(model, torch.zeros(1, 1, 1, 1, 1), rows, frames_per_call=1, hold_future=True)
@@ -358,3 +367,33 @@ def test_motion_point_indices_agree_with_the_keypoint_layout():
         assert [KEYPOINT_NAMES[i] for i in tips] == [
             n for n in KEYPOINT_NAMES if n.startswith(side) and n.endswith("_tip")
         ]
+
+
+def test_cfg_scale_and_context_noise_options_reach_the_sampler():
+    from evaluation.cli import command_line, rollout_options, with_sampler
+    from tests.wm_helpers import tiny_model
+
+    args = SimpleNamespace(
+        num_steps=3, frames_per_call=None, env_step=True, cfg_scale=2.0, context_noise=0.1
+    )
+    options = rollout_options(args)
+    assert (options.frames_per_call, options.hold_future, options.cfg_scale) == (1, True, 2.0)
+    model = with_sampler(tiny_model("dexac", semantic=False), args)
+    assert model.config.sampler.context_noise == 0.1
+    untouched = with_sampler(tiny_model("dexac", semantic=False), SimpleNamespace())
+    assert untouched.config.sampler.context_noise == 0.0
+    full = SimpleNamespace(
+        checkpoint=["m.safetensors"],
+        label=None,
+        store="s.zarr",
+        split="test",
+        frames=16,
+        limit=None,
+        merge=None,
+        seed=0,
+        detector="d.safetensors",
+        out="o.json",
+        analysis=False,
+        **vars(args),
+    )
+    assert "--cfg-scale 2.0 --context-noise 0.1" in command_line(full)
