@@ -58,16 +58,10 @@ def build_encoders_from_config(run: WMRunConfig):
     Seeded with ``trainer.seed`` and built in WorldModel's order, as train_wm.build_world_model
     builds them, so without checkpoints the random-init weights are the ones it trains with.
     """
-    from world_model import WorldModelConfig  # noqa: PLC0415
     from world_model.semantic import SemanticEncoder  # noqa: PLC0415
     from world_model.tokenizer import VideoTokenizer  # noqa: PLC0415
 
-    try:
-        config = WorldModelConfig.from_size(
-            run.model.size, variant=run.model.variant, **run.model.overrides
-        )
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"model: {exc}") from exc
+    config = run.world_model_config()
     torch.manual_seed(run.trainer.seed)
     try:
         tokenizer = VideoTokenizer(config.tokenizer)

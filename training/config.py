@@ -177,6 +177,18 @@ class WMRunConfig:
     data: WindowDataConfig = field(default_factory=WindowDataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
+    def world_model_config(self):
+        """The ``WorldModelConfig`` of ``model`` (size preset + variant + overrides); a bad
+        size, variant or override is one ConfigError."""
+        from world_model import WorldModelConfig  # noqa: PLC0415
+
+        try:
+            return WorldModelConfig.from_size(
+                self.model.size, variant=self.model.variant, **self.model.overrides
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"model: {exc}") from exc
+
 
 @dataclass(frozen=True)
 class TokenizerModelConfig:

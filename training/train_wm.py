@@ -31,14 +31,9 @@ from training.trainer import Trainer
 
 def build_world_model(config: WMRunConfig, action_mean, action_std):
     """The WorldModel of ``config`` with its trained tokenizer / ssl-vit loaded and frozen."""
-    from world_model import WorldModel, WorldModelConfig  # noqa: PLC0415
+    from world_model import WorldModel  # noqa: PLC0415
 
-    try:
-        wm_config = WorldModelConfig.from_size(
-            config.model.size, variant=config.model.variant, **config.model.overrides
-        )
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"model: {exc}") from exc
+    wm_config = config.world_model_config()
     model = WorldModel(wm_config, action_mean, action_std)
     if config.model.tokenizer_checkpoint:
         load_component(
