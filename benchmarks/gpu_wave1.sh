@@ -32,7 +32,7 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 (nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())") \
   > "$W/nvidia_smi.txt" 2>&1
-$PY -m training.extract_components dexac_env/assets/tiny_dexac.safetensors --out-dir checkpoints \
+$PY -m training.extract_components benchmarks/checkpoints/tiny_dexac.safetensors --out-dir checkpoints \
   >> "$OUT/log.txt" 2>&1 || log "extract_components failed"
 
 train() {  # config, out_dir, steps (empty = the config's), seconds

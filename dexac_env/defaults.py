@@ -18,7 +18,7 @@ import numpy as np
 from dexac_env.actions import ACTION_DIM
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-DEFAULT_CHECKPOINT = ASSETS_DIR / "tiny_dexac.safetensors"
+DEFAULT_CHECKPOINT = ASSETS_DIR / "dexac_default.safetensors"
 DEFAULT_STORE = ASSETS_DIR / "default_episodes.zarr"
 CHECKPOINT_ENV_VAR = "DEXAC_CHECKPOINT"
 STORE_ENV_VAR = "DEXAC_STORE"

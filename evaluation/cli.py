@@ -1,6 +1,6 @@
 """``dexac evaluate``: world-model checkpoints scored the way the paper scores them.
 
-    dexac evaluate --checkpoint dexac_env/assets/tiny_dexac.safetensors \
+    dexac evaluate --checkpoint dexac_env/assets/dexac_default.safetensors \
         --checkpoint runs/wm_tiny_mlp_global/model.safetensors --store data/sim.zarr \
         --split test --frames 16 --out benchmarks/results/eval_16.json
 

@@ -1,6 +1,6 @@
 """Extract the frozen perception parts of a world-model checkpoint as component files.
 
-    python -m training.extract_components dexac_env/assets/tiny_dexac.safetensors --out-dir checkpoints
+    python -m training.extract_components dexac_env/assets/dexac_default.safetensors --out-dir checkpoints
 
 writes ``tokenizer_<size>.safetensors`` (format ``dexac-tokenizer``) and, when the model has an
 ssl-vit semantic encoder, ``ssl_vit_<size>.safetensors`` (``dexac-ssl-vit``): the files that

@@ -45,7 +45,7 @@ class DetectorDataConfig:
     store: str = "data/sim.zarr"
     split: str = "train"
     eval_split: str = "val"
-    world_model: str | None = "dexac_env/assets/tiny_dexac.safetensors"
+    world_model: str | None = "dexac_env/assets/dexac_default.safetensors"
     max_eval_frames: int = 2048
 
 
