@@ -1,6 +1,6 @@
 """agents/: delta-pose actions, wrappers (both env checkers, both envs), planners, PPO, MPC.
 
-World-model tests use the shipped tiny checkpoint and store with 1 sampler step, loaded once.
+World-model tests use the shipped default checkpoint and store with 1 sampler step, loaded once.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 | backbone | network |
 | --- | --- |
-| ``dexac_dit`` | our own DiT (world_model/dit.py): the shipped tiny checkpoint, the default |
+| ``dexac_dit`` | our own DiT (world_model/dit.py): the shipped checkpoints, the default |
 | ``cosmos`` | diffusers' Cosmos-Predict2.5 transformer with DexAC (cosmos_backbone.py) |
 
 Every backbone honours the DiT's contract (``prepare``, ``forward``, ``semantic_keys_values``),
