@@ -218,7 +218,8 @@ class WorldModel(nn.Module):
     def _guided_velocity_fn(
         self, context_latents, action_chunk, semantic_kv, scale: float, context_sigma=None
     ) -> VelocityFn:
-        """The velocity of the noisy chunk given the clean context, with classifier-free
+        """The velocity of the noisy chunk given the context (clean, or noised to
+        ``context_sigma`` (B,) when the sampler's ``context_noise`` is on), with classifier-free
         guidance on actions when ``scale != 1``: ``v_uncond + scale (v_cond - v_uncond)``, both
         halves in one batched network call ("uncond" = the conditioner's learned "no action").
 
