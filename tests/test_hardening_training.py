@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_training import _metrics, _trainer, store_path  # noqa: F401  (fixture)
+from tests.test_training import _metrics, _trainer
 from training.config import ConfigError, TrainerConfig, load_config
 from training.engine import CheckpointError, TorchEngine, load_fp32_state_dict
 
@@ -37,7 +37,7 @@ def test_pickled_code_in_a_deepspeed_run_is_refused_unrun(tmp_path):
     assert not marker.exists()
 
 
-def test_truncated_newest_checkpoint_falls_back_to_the_older_one(store_path, tmp_path, capsys):  # noqa: F811
+def test_truncated_newest_checkpoint_falls_back_to_the_older_one(store_path, tmp_path, capsys):
     out = tmp_path / "run"
     _trainer(store_path, out, steps=8, checkpoint_every=4).fit()
     newest = out / "checkpoints" / "step_00000008" / "state.pt"
@@ -50,7 +50,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_older_one(store_path, tmp
 
 
 def test_resume_on_another_rank_count_is_refused_before_loading(
-    store_path, tmp_path, monkeypatch  # noqa: F811
+    store_path, tmp_path, monkeypatch
 ):
     out = tmp_path / "run"
     _trainer(store_path, out, steps=4).fit()
@@ -68,7 +68,7 @@ def test_resume_on_another_rank_count_is_refused_before_loading(
         _trainer(store_path, out, steps=4).fit(resume=True)
 
 
-def test_logged_lr_is_the_rate_the_step_used(store_path, tmp_path):  # noqa: F811
+def test_logged_lr_is_the_rate_the_step_used(store_path, tmp_path):
     out = tmp_path / "run"
     _trainer(store_path, out, steps=3, warmup_steps=2, lr=1e-2).fit()
     assert [r["lr"] for r in _metrics(out)][:2] == pytest.approx([0.5e-2, 1e-2])

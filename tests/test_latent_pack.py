@@ -1,8 +1,7 @@
-"""Training packs: the same windows, in the same order, as the store they were made from."""
+"""Training packs: the same windows, in the same order, as the store they were made from
+(``store_path``: the small cached store of tests/conftest.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,21 +9,6 @@ import pytest
 from dexac_env.replay.store import EpisodeStore, StoreError
 from training.datasets import LatentWindowDataset
 from training.latent_pack import PackedWindowDataset, main, read_pack_stats, write_pack
-from training.synthetic import write_random_store
-
-
-@pytest.fixture(scope="module")
-def store_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("store") / "s.zarr"
-    write_random_store(
-        path,
-        episodes=3,
-        length=10,
-        resolution=16,
-        latent_shape=(2, 2, 2),
-        semantic_shape=((4, 6), (1, 5)),
-    )
-    return path
 
 
 def _assert_same_items(a, b) -> None:

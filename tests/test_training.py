@@ -28,20 +28,6 @@ from training.trainer import Trainer, config_difference
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def store_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("store") / "s.zarr"
-    write_random_store(
-        path,
-        episodes=3,
-        length=10,
-        resolution=16,
-        latent_shape=(2, 2, 2),
-        semantic_shape=((4, 6), (1, 5)),
-    )
-    return path
-
-
 class StandIn(nn.Module):
     """Predicts the target latents linearly from the context latents and the actions."""
 

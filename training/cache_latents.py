@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from dexac_env.replay.store import StoreError
-from training.components import load_component, run_main
+from training.components import add_set_argument, load_component, run_main
 from training.config import ConfigError, WMRunConfig, load_config
 from training.datasets import open_store
 
@@ -143,13 +143,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--tokenizer", default=None, help="tokenizer file from train_tokenizer.py")
     parser.add_argument("--semantic", default=None, help="ssl-vit file from train_tokenizer.py")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a --config entry, e.g. --set model.overrides.tokenizer.pretrained_dir=DIR",
+    add_set_argument(
+        parser,
+        "override a --config entry, e.g. --set model.overrides.tokenizer.pretrained_dir=DIR",
     )
     parser.add_argument(
         "--device",

@@ -78,18 +78,18 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
 # -- entry-script helpers --------------------------------------------------------------------
 
 
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.overrides``, as ``load_config`` takes them."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def entry_parser(description: str, default_config: str) -> argparse.ArgumentParser:
     """The arguments every training entry accepts (the DeepSpeed launcher adds --local_rank)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config, help="YAML run config")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config entry, e.g. --set trainer.steps=100 (repeatable)",
-    )
+    add_set_argument(parser, "override a config entry, e.g. --set trainer.steps=100 (repeatable)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the newest checkpoint in trainer.out_dir"
     )

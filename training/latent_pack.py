@@ -116,9 +116,8 @@ def write_pack(
         # semantic_image of chosen frames: (E, K, S, D); every other array, semantic_image of
         # all frames included, is concatenated along time (sum T, ...) like the actions
         kept_per_episode = key == "semantic_image" and semantic_frames is not None
-        payload[key] = np.stack(parts) if kept_per_episode or key == "semantic_text" else (
-            np.concatenate(parts)
-        )
+        stack = kept_per_episode or key == "semantic_text"
+        payload[key] = np.stack(parts) if stack else np.concatenate(parts)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **payload)
@@ -248,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not is_pack(args.out):
         parser.error(f"--out must end in .npz, got {args.out}")
-    frames = None if args.semantic_frames == "all" else [int(f) for f in args.semantic_frames.split(",")]
+    frames = (
+        None if args.semantic_frames == "all" else [int(f) for f in args.semantic_frames.split(",")]
+    )
     try:
         path = write_pack(args.store, args.split, args.out, frames, args.latent_dtype)
     except (StoreError, ValueError) as exc:
