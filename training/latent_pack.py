@@ -200,8 +200,16 @@ class _Pack:
 
 
 def read_pack_stats(path: str | Path) -> ActionStats:
-    """The action statistics of the store a pack was made from."""
-    return _Pack(path).action_stats
+    """The action statistics of the store a pack was made from (reads only those arrays: an
+    ``.npz`` member is loaded when accessed, and the dataset loads the rest once)."""
+    with np.load(path, allow_pickle=False) as data:
+        return ActionStats(
+            mean=data["action_mean"],
+            std=data["action_std"],
+            min=data["action_min"],
+            max=data["action_max"],
+            count=int(data["action_count"]),
+        )
 
 
 class PackedWindowDataset(LatentWindowDataset):
