@@ -39,6 +39,7 @@ from training.datasets import SEMANTIC_KEYS, LatentWindowDataset, open_store
 PACK_VERSION = 1
 # per-frame arrays a window reads (keys of the store, concatenated over episodes in the pack)
 FRAME_KEYS = ("action", "reward", "success")
+STATS_KEYS = ("action_mean", "action_std", "action_min", "action_max", "action_count")
 
 
 def is_pack(path: str | Path) -> bool:
@@ -180,13 +181,9 @@ class _Pack:
         frames = self.arrays.pop("semantic_frames").tolist()
         self.semantic_all = frames == [-1]
         self.semantic_frames = frames
-        self.action_stats = ActionStats(
-            mean=self.arrays.pop("action_mean"),
-            std=self.arrays.pop("action_std"),
-            min=self.arrays.pop("action_min"),
-            max=self.arrays.pop("action_max"),
-            count=int(self.arrays.pop("action_count")),
-        )
+        self.action_stats = _action_stats(self.arrays)
+        for key in STATS_KEYS:
+            del self.arrays[key]
         self.path = Path(path)
 
     def semantic_row(self, frame: int) -> int:
@@ -203,13 +200,13 @@ def read_pack_stats(path: str | Path) -> ActionStats:
     """The action statistics of the store a pack was made from (reads only those arrays: an
     ``.npz`` member is loaded when accessed, and the dataset loads the rest once)."""
     with np.load(path, allow_pickle=False) as data:
-        return ActionStats(
-            mean=data["action_mean"],
-            std=data["action_std"],
-            min=data["action_min"],
-            max=data["action_max"],
-            count=int(data["action_count"]),
-        )
+        return _action_stats(data)
+
+
+def _action_stats(arrays) -> ActionStats:
+    """The ActionStats stored under STATS_KEYS of a pack's arrays (a dict or an open .npz)."""
+    mean, std, low, high, count = (arrays[key] for key in STATS_KEYS)
+    return ActionStats(mean=mean, std=std, min=low, max=high, count=int(count))
 
 
 class PackedWindowDataset(LatentWindowDataset):
