@@ -3,7 +3,7 @@
 ``evaluate_checkpoint`` drives :mod:`evaluation.rollouts` over episodes and returns a plain
 dict (JSON-ready): for every method (the three action variants and the two references) PSNR,
 SSIM, ``lpips_sim`` and PCK@5/10/20 overall and per family, each as mean and 95% interval over
-episodes; per-frame curves; the action-sensitivity gaps; ``fid_sim`` / ``fvd_sim``; and the
+episodes (and, for the true and frozen rollouts, the per-episode values); per-frame curves; the action-sensitivity gaps; ``fid_sim`` / ``fvd_sim``; and the
 detector's ceiling on the same true frames.
 """
 
@@ -106,6 +106,9 @@ def evaluate_checkpoint(
         "methods": {m: _aggregate(per_episode[m]) for m in METHODS},
         "curves": {m: _curves(per_frame[m], families) for m in METHODS},
         "sensitivity": _sensitivity(per_episode),
+        # the true and frozen rollouts' per-episode values, so that runs of several seeds
+        # can be averaged episode by episode (evaluation.ablations)
+        "per_episode": {m: per_episode[m] for m in ("true", "frozen")},
     }
     if detector is not None:
         result["fid_sim"] = fid_sim(np.concatenate(real_clip), np.concatenate(fake_clip))
