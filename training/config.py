@@ -191,6 +191,27 @@ class WMRunConfig:
 
 
 @dataclass(frozen=True)
+class DistillRunConfig:
+    """A step-distillation run (``training/distill_wm.py``, world_model/distill.py).
+
+    Attributes:
+        teacher: the WorldModel file (.safetensors) whose Euler sampler is distilled.
+        student_steps: sampler steps of the student; the teacher is matched at twice as many.
+        data: the windows (the teacher's training windows: same store or pack).
+        trainer: how to train (the student starts as a copy of the teacher).
+    """
+
+    teacher: str = "dexac_env/assets/dexac_default.safetensors"
+    student_steps: int = 1
+    data: WindowDataConfig = field(default_factory=WindowDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        if self.student_steps < 1:
+            raise ConfigError(f"student_steps must be >= 1, got {self.student_steps}")
+
+
+@dataclass(frozen=True)
 class TokenizerModelConfig:
     """Which perception model ``train_tokenizer.py`` trains. (The reward head is trained with
     the world model: ``WorldModel.loss`` adds its loss whenever the store has rewards.)

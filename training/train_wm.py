@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # script form (deepspeed needs it): see training/
 import torch
 
 from training.components import engine_overrides, entry_parser, load_component, run_main
-from training.config import ConfigError, WMRunConfig, load_config, to_dict
+from training.config import ConfigError, WindowDataConfig, WMRunConfig, load_config, to_dict
 from training.datasets import LatentWindowDataset, open_store
 from training.export import export_world_model
 from training.latent_pack import PackedWindowDataset, is_pack, read_pack_stats
@@ -60,46 +60,61 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = entry_parser(__doc__.splitlines()[0], "configs/wm/tiny.yaml").parse_args(argv)
-    config = load_config(WMRunConfig, args.config, engine_overrides(args))
-    packed = is_pack(config.data.store)
-    if packed:  # a training pack carries its store's action statistics
-        window_dataset = PackedWindowDataset
-        stats = read_pack_stats(config.data.store)
-    else:
-        window_dataset = LatentWindowDataset
-        store = open_store(config.data.store)
-        stats = store.action_stats or store.compute_action_stats("train")
-    torch.manual_seed(config.trainer.seed)  # identical init on every rank
-    model = build_world_model(config, stats.mean, stats.std)
-    wm = model.config
-    dataset = window_dataset(
-        config.data.store,
-        config.data.split,
+def open_windows(data: WindowDataConfig, wm):
+    """The training windows of ``data`` (a store with cached latents, or its pack) shaped for
+    the world-model config ``wm``."""
+    window_dataset = PackedWindowDataset if is_pack(data.store) else LatentWindowDataset
+    return window_dataset(
+        data.store,
+        data.split,
         wm.context_frames,
         wm.chunk_frames,
         temporal_compression=wm.temporal_compression,
-        stride=config.data.window_stride,
+        stride=data.window_stride,
         semantic=wm.semantic.enabled,
-        semantic_frame=config.data.semantic_frame,
+        semantic_frame=data.semantic_frame,
         latent_shape=(
             wm.tokenizer.latent_channels,
             wm.tokenizer.resolution // 8,
             wm.tokenizer.resolution // 8,
         ),
     )
-    run_config = {
+
+
+def world_model_run_config(config, model_config, action_mean, action_std) -> dict:
+    """What a world-model run saves (and export.py reads): the run's config, the model's
+    config and the action statistics it normalises with."""
+    return {
         "run": to_dict(config),
-        "world_model": wm.to_dict(),
-        "action_stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist()},
+        "world_model": model_config.to_dict(),
+        "action_stats": {"mean": list(map(float, action_mean)), "std": list(map(float, action_std))},
     }
-    trainer = Trainer(model, dataset, config.trainer, run_config)
-    trainer.fit(resume=args.resume)
+
+
+def fit_and_export(trainer: Trainer, resume: bool) -> None:
+    """Train (continuing the newest checkpoint if ``resume``); rank 0 then writes
+    ``<out_dir>/model.safetensors``."""
+    trainer.fit(resume=resume)
     if trainer.engine.rank == 0:
-        path = export_world_model(config.trainer.out_dir)
+        path = export_world_model(trainer.config.out_dir)
         print(f"  exported {path}", flush=True)
     trainer.engine.barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = entry_parser(__doc__.splitlines()[0], "configs/wm/tiny.yaml").parse_args(argv)
+    config = load_config(WMRunConfig, args.config, engine_overrides(args))
+    if is_pack(config.data.store):  # a training pack carries its store's action statistics
+        stats = read_pack_stats(config.data.store)
+    else:
+        store = open_store(config.data.store)
+        stats = store.action_stats or store.compute_action_stats("train")
+    torch.manual_seed(config.trainer.seed)  # identical init on every rank
+    model = build_world_model(config, stats.mean, stats.std)
+    dataset = open_windows(config.data, model.config)
+    run_config = world_model_run_config(config, model.config, stats.mean, stats.std)
+    trainer = Trainer(model, dataset, config.trainer, run_config)
+    fit_and_export(trainer, args.resume)
     return 0
 
 

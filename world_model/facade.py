@@ -251,6 +251,30 @@ class WorldModel(nn.Module):
 
         return velocity_fn
 
+    def conditional_velocity(
+        self,
+        batch: dict[str, torch.Tensor],
+        context_latents: torch.Tensor,
+        context_sigma: torch.Tensor | None = None,
+    ) -> VelocityFn:
+        """The velocity function the sampler integrates for a training batch's windows (no
+        action dropout, no guidance), with gradients when they are enabled: what step
+        distillation (world_model/distill.py) matches between teacher and student.
+
+        batch: actions (B, 1 + action_frames, 57), optional semantic_image / semantic_text (the
+        cached features, as in :meth:`loss`); context_latents (B, context_frames, C, h, w) as
+        the sampler gives them (``context_sigma`` (B,) when noised).
+        """
+        actions = batch["actions"].to(self.device, torch.float32)
+        self._check(context_latents, actions)
+        semantic_kv = None
+        if self.semantic_encoder is not None and "semantic_image" in batch:
+            semantic_kv = self.dit.semantic_keys_values(
+                batch["semantic_image"].to(self.device, torch.float32),
+                batch["semantic_text"].to(self.device, torch.float32),
+            )
+        return self._guided_velocity_fn(context_latents, actions, semantic_kv, 1.0, context_sigma)
+
     def reward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, T, C, h, w) -> (reward (B, T), success_logit (B, T))."""
         if self.reward_head is None:
