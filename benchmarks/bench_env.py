@@ -1,13 +1,16 @@
 """Imagined env steps per second: batched core vs a loop of single envs, and the simulator.
 
-    python -m benchmarks.bench_env [--steps 8] [--sampling-steps 10] [--out benchmarks/results/env.json]
+    python -m benchmarks.bench_env [--steps 8] [--sampling-steps 10 2 1] [--out benchmarks/results/env.json]
 
 For N in (1, 4, 16): one ``DexACWorldVectorEnv`` of N envs (one sampler call per step) against
 N ``DexACWorldEnv`` stepped in a Python loop, with pixel observations (``rgb``: decode every
 step) and without (``latent``). Env steps/s counts every env's step (N per batched step). The
 simulator's own steps/s (``DexACSim-v0``, one env, 64 px) is measured in the same run. A
 per-stage profile (predict / decode / reward / rest) of the batched rgb runs says where the
-time goes. Uses the shipped checkpoint when present, else a randomly initialised tiny model
+time goes; the FLOPs of one batched step (``torch.utils.flop_counter``: matmuls, convolutions,
+attention) over its time give the achieved GFLOP/s, next to this machine's fp32 matmul rate
+measured in the same run. Several ``--sampling-steps`` are measured side by side (a distilled
+student of the same architecture costs what its teacher costs at the student's step count). Uses the shipped checkpoint when present, else a randomly initialised tiny model
 (same architecture and cost; the JSON says which). Never part of the tests.
 """
 
@@ -24,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import dexac_env  # noqa: F401
+from benchmarks.bench_wm_step import matmul_gflops
 from dexac_env.defaults import DEFAULT_CHECKPOINT, DEFAULT_STORE
 from dexac_env.vector_env import DexACWorldVectorEnv
 from dexac_env.world_env import DexACWorldEnv
@@ -80,6 +85,9 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
     env.reset(seed=0)
     actions = env.core.pose.astype(np.float32)
     env.step(actions)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        env.step(actions)
+    flops_per_step = counter.get_total_flops()
     timer = StageTimer(model) if profile else None
     start = time.perf_counter()
     for _ in range(steps):
@@ -90,7 +98,7 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
         timer.restore()
         stages = {k: round(v / elapsed, 3) for k, v in timer.totals.items()}
         stages["rest"] = round(1 - sum(stages.values()), 3)
-    return n * steps / elapsed, stages
+    return n * steps / elapsed, stages, flops_per_step * steps / elapsed / 1e9
 
 
 def bench_loop(model, store, n, obs_mode, steps, sampling_steps):
@@ -124,28 +132,46 @@ def bench_sim(steps: int) -> float | None:
     return rate
 
 
+def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul) -> dict:
+    """One row: n envs batched vs a loop of n single envs, and the batched step's GFLOP/s."""
+    batched, stages, gflops = bench_batched(
+        model, store, n, obs_mode, steps, sampling_steps, profile=obs_mode == "rgb"
+    )
+    loop = bench_loop(model, store, n, obs_mode, steps, sampling_steps)
+    return {
+        "sampling_steps": sampling_steps,
+        "obs_mode": obs_mode,
+        "num_envs": n,
+        "batched_env_steps_per_s": round(batched, 1),
+        "loop_env_steps_per_s": round(loop, 1),
+        "speedup": round(batched / loop, 2),
+        "batched_gflops": round(gflops, 1),
+        "fraction_of_matmul": round(gflops / max(matmul.values()), 3),
+        "time_share_batched": stages,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
-    parser.add_argument("--sampling-steps", type=int, default=None, help="None: model default")
+    parser.add_argument(
+        "--sampling-steps", type=int, nargs="+", default=None, help="default: the model's"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--out", default="benchmarks/results/env.json")
     args = parser.parse_args(argv)
+    matmul = matmul_gflops(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         model, store, model_kind = _model_and_store(tmp)
-        sampling_steps = args.sampling_steps or model.config.sampler.num_steps
+        all_steps = args.sampling_steps or [model.config.sampler.num_steps]
         rows = []
-        for obs_mode in ("rgb", "latent"):
-            for n in args.sizes:
-                batched, stages = bench_batched(model, store, n, obs_mode, args.steps,
-                                                sampling_steps, profile=obs_mode == "rgb")
-                loop = bench_loop(model, store, n, obs_mode, args.steps, sampling_steps)
-                row = {"obs_mode": obs_mode, "num_envs": n,
-                       "batched_env_steps_per_s": round(batched, 1),
-                       "loop_env_steps_per_s": round(loop, 1),
-                       "speedup": round(batched / loop, 2), "time_share_batched": stages}
-                rows.append(row)
-                print(json.dumps(row))
+        for sampling_steps in all_steps:
+            for obs_mode in ("rgb", "latent"):
+                for n in args.sizes:
+                    rows.append(
+                        _compare(model, store, n, obs_mode, args.steps, sampling_steps, matmul)
+                    )
+                    print(json.dumps(rows[-1]))
         sim = bench_sim(max(args.steps * 4, 20))
         print(f"simulator env steps/s: {sim}")
     frames_per_step = model.config.action_frames
@@ -153,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "bench_env",
         "model": model_kind,
         "model_size": model.config.size,
-        "sampling_steps": sampling_steps,
+        "sampling_steps": all_steps,
+        "matmul_fp32_gflops": matmul,
         "frames_per_env_step": frames_per_step,
         "timed_steps": args.steps,
         "torch_threads": torch.get_num_threads(),

@@ -10,6 +10,8 @@ counts the FLOPs of the same calls with ``torch.utils.flop_counter`` (matmuls an
 achieved GFLOP/s can be read against the ceiling. Writes JSON; asserts nothing.
 
     python -m benchmarks.bench_wm_step --size tiny --out benchmarks/results/wm_step_tiny.json
+    python -m benchmarks.bench_wm_step --checkpoint dexac_env/assets/dexac_default.safetensors \
+        --num-steps 2 --out benchmarks/results/wm_step_default.json
 """
 
 from __future__ import annotations
@@ -66,10 +68,16 @@ def bench(
     num_steps: int | None,
     repeats: int,
     device: torch.device,
+    checkpoint: str | None = None,
 ) -> dict:
     torch.manual_seed(0)
-    config = WorldModelConfig.from_size(size, variant=variant)
-    model = WorldModel(config, np.zeros(57), np.ones(57)).to(device).eval().requires_grad_(False)
+    if checkpoint is not None:  # the architecture (and weights) of a trained model
+        model = WorldModel.from_pretrained(checkpoint)
+        config, size, variant = model.config, checkpoint, model.config.conditioning.variant
+    else:
+        config = WorldModelConfig.from_size(size, variant=variant)
+        model = WorldModel(config, np.zeros(57), np.ones(57))
+    model = model.to(device).eval().requires_grad_(False)
     steps = num_steps or config.sampler.num_steps
     latent = config.tokenizer.resolution // 8
     c = config.tokenizer.latent_channels
@@ -135,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--variant", default="dexac")
+    parser.add_argument(
+        "--checkpoint", default=None, help="a WorldModel file: its architecture instead of --size"
+    )
     parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
     parser.add_argument("--num-steps", type=int, default=None, help="default: the size's sampler")
     parser.add_argument("--repeats", type=int, default=10)
@@ -150,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         args.num_steps,
         args.repeats,
         device,
+        args.checkpoint,
     )
     best = max(ceiling.values())
     for row in report["results"]:

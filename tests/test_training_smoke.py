@@ -91,6 +91,20 @@ def test_single_process_pipeline_and_export_loads_in_facade(pipeline):
     assert torch.equal(model.state_dict()[name], checkpoint["model"][name])
 
 
+def test_export_sets_the_default_sampler_steps_and_keeps_the_weights(pipeline):
+    from training.export import main as export_main
+    from world_model import WorldModel
+
+    out = pipeline / "two_step.safetensors"
+    assert export_main([str(pipeline / "run_wm"), "--sampler-steps", "2", "--output", str(out)]) == 0
+    exported = WorldModel.from_pretrained(str(out))
+    reference = WorldModel.from_pretrained(str(pipeline / "run_wm" / "model.safetensors"))
+    assert exported.config.sampler.num_steps == 2 != reference.config.sampler.num_steps
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in exported.state_dict().items())
+    with pytest.raises(ValueError, match="num_steps"):
+        export_main([str(pipeline / "run_wm"), "--sampler-steps", "0", "--output", str(out)])
+
+
 def test_two_rank_deepspeed_zero2(pipeline):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

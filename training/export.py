@@ -2,6 +2,7 @@
 
     python training/export.py runs/wm_tiny                       # -> runs/wm_tiny/model.safetensors
     python training/export.py runs/wm_tiny --tag step_00000200 --output wm.safetensors
+    python training/export.py runs/wm_tiny --compact --sampler-steps 2 --output wm.safetensors
 
 Reads ``<run>/run_config.json`` (world-model config and action statistics, written by the
 trainer) and the fp32 weights of a training checkpoint -- plain PyTorch or DeepSpeed of any ZeRO
@@ -31,10 +32,13 @@ def export_world_model(
     output: str | Path | None = None,
     tag: str | None = None,
     compact: bool = False,
+    sampler_steps: int | None = None,
 ) -> Path:
     """Write the run's checkpoint ``tag`` (default: the newest) as a WorldModel file.
 
-    ``compact``: inference-only, float16 storage (the form shipped in dexac_env/assets)."""
+    ``compact``: inference-only, float16 storage (the form shipped in dexac_env/assets).
+    ``sampler_steps``: the sampler steps the file's users get by default (the weights are
+    unchanged; pick it with ``dexac evaluate --num-steps``, as docs/experiments.md E5 did)."""
     from world_model import WorldModel, WorldModelConfig  # noqa: PLC0415
     from world_model.checkpoint import check_state  # noqa: PLC0415
 
@@ -45,6 +49,9 @@ def export_world_model(
     run_config = json.loads(saved.read_text())
     if "world_model" not in run_config:
         raise ValueError(f"{saved} is not the config of a world-model run")
+    model_config = WorldModelConfig.from_dict(run_config["world_model"])
+    if sampler_steps is not None:
+        model_config = model_config.replace(sampler={"num_steps": sampler_steps})
     checkpoint_dir = run_dir / "checkpoints"
     tag = tag or read_latest(checkpoint_dir)
     if tag is None:
@@ -52,7 +59,7 @@ def export_world_model(
     # 1. the model the run trained, built from its saved config
     stats = run_config["action_stats"]
     model = WorldModel(
-        WorldModelConfig.from_dict(run_config["world_model"]),
+        model_config,
         np.asarray(stats["mean"]),
         np.asarray(stats["std"]),
     )
@@ -71,6 +78,7 @@ def export_world_model(
     summary_path = run_dir / "summary.json"
     record = {
         "checkpoint": str(checkpoint_dir / tag),
+        "sampler_steps": model_config.sampler.num_steps,
         "run_config": run_config["run"],
         "summary": json.loads(summary_path.read_text()) if summary_path.is_file() else None,
     }
@@ -88,8 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="inference-only, float16 weights: about 2.5x smaller (for shipping)",
     )
+    parser.add_argument(
+        "--sampler-steps",
+        type=int,
+        default=None,
+        help="default sampler steps of the exported model (default: the run's config)",
+    )
     args = parser.parse_args(argv)
-    path = export_world_model(args.run_dir, args.output, args.tag, compact=args.compact)
+    path = export_world_model(
+        args.run_dir, args.output, args.tag, compact=args.compact, sampler_steps=args.sampler_steps
+    )
     print(f"wrote {path}")
     return 0
 
