@@ -77,12 +77,25 @@ def world_vector_env(config: AgentEnvConfig, num_envs: int, reward: str | None =
 
 
 class WorldBranch:
-    """Scores sequences in imagination; ``population`` fixes the batch (the planner's K)."""
+    """Scores sequences in imagination; ``population`` fixes the batch (the planner's K).
+
+    ``support_penalty`` > 0 subtracts, per step, that weight times how far the commanded pose
+    leaves the world model's training data: the sum over the 57 dimensions of
+    ``max(0, |z| - support_z)``, ``z`` the pose z-scored with the model's own action
+    statistics. Imagination is only trustworthy where the model was trained; a planner that
+    maximises an imagined reward otherwise finds poses (hands out of view) whose imagined
+    frames fool the reward head (docs/agents.md).
+    """
 
     def __init__(self, config: AgentEnvConfig, population: int, objective: str = "learned",
-                 limits: StepLimits | None = None):
+                 limits: StepLimits | None = None, support_penalty: float = 0.0,
+                 support_z: float = 3.0):
+        if support_penalty < 0 or support_z <= 0:
+            raise ValueError(f"support_penalty must be >= 0 and support_z > 0, got "
+                             f"{support_penalty}, {support_z}")
         self.venv = world_vector_env(config, population, reward=objective)
         self.core = self.venv.core
+        self.support_penalty, self.support_z = support_penalty, support_z
         self.population = population
         self.delta = DeltaPose(population, config.action_set, limits)
         self.root: CoreState | None = None
@@ -111,9 +124,16 @@ class WorldBranch:
         self.delta.set_state(self.root_delta.select([0] * k))
         total = np.zeros(k)
         for h in range(horizon):
-            reward, _ = self.core.step(self.delta(sequences[:, h]))
-            total += reward
+            poses = self.delta(sequences[:, h])  # (K, 57) commanded poses
+            reward, _ = self.core.step(poses)
+            total += reward - self.support_penalty * self.outside_support(poses)
         return total
+
+    def outside_support(self, poses: np.ndarray) -> np.ndarray:
+        """(K, 57) poses -> (K,) summed z-score excess beyond ``support_z`` (0 inside)."""
+        model = self.core.model
+        z = (np.asarray(poses, np.float64) - model.action_mean) / model.action_std
+        return np.clip(np.abs(z) - self.support_z, 0.0, None).sum(axis=1)
 
 
 class SimBranch:

@@ -42,6 +42,9 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--replan-every", type=int, default=1,
                    help="env steps between plans (in between, the rest of the last plan)")
+    p.add_argument("--support-penalty", type=float, default=0.0,
+                   help="imagination: per-step penalty weight for poses outside the world "
+                        "model's training data (|z| > 3 per dimension); 0 = off")
 
 
 def register(subparsers) -> None:
@@ -146,7 +149,8 @@ def build_mpc(model: str, args: argparse.Namespace):
     planner = make_planner(args.planner, action_dim(args.action_set), config)
     goal_fn = None
     if model == "world":
-        scorer = WorldBranch(_env_config(args, "world"), args.population, args.objective)
+        scorer = WorldBranch(_env_config(args, "world"), args.population, args.objective,
+                             support_penalty=args.support_penalty)
         if args.objective == "goal_image":
             from agents.goals import expert_goal_frame  # noqa: PLC0415
 

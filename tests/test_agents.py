@@ -146,6 +146,34 @@ def test_mpc_acts_in_the_simulator_planning_in_either_model(kind, world_model):
     assert planner.last_returns is not None and planner.last_returns.shape == (4,)
 
 
+def test_support_penalty_lowers_only_plans_that_leave_the_training_data(world_model):
+    from agents.branching import WorldBranch
+
+    branch = WorldBranch(config("world", world_model), population=2, support_penalty=1.0)
+    inside = np.tile(world_model.action_mean, (2, 1))
+    assert np.all(branch.outside_support(inside) == 0)
+    far = inside.copy()
+    far[1, RIGHT_WRIST.start] += 5 * world_model.action_std[RIGHT_WRIST.start]  # z = 5
+    np.testing.assert_allclose(branch.outside_support(far), [0.0, 2.0])
+    # plans from a pose outside the data (z = 5 on one dimension): holding it two steps costs
+    # exactly 2 x (5 - 3); the imagined reward itself is the same with and without penalty
+    branch.sync_frames(np.zeros((branch.core.context_pixel_frames, 64, 64, 3), np.uint8),
+                       _delta_at(far[1:]), "touch", seed=0)
+    hold = np.zeros((2, 2, branch.delta.dim), np.float32)
+    penalised = branch(hold)
+    branch.support_penalty = 0.0
+    plain = branch(hold)
+    np.testing.assert_allclose(penalised, plain - 4.0, atol=1e-6)
+    with pytest.raises(ValueError, match="support_penalty"):
+        WorldBranch(config("world", world_model), population=2, support_penalty=-1.0)
+
+
+def _delta_at(pose: np.ndarray):
+    delta = DeltaPose(1, "wrist_pos_grasp")
+    delta.reset(pose)
+    return delta.get_state()
+
+
 def test_imagined_returns_replay_a_simulator_episode(world_model):
     from agents.evaluate import imagined_returns, run_episode
     from agents.policies import RandomPolicy
