@@ -30,10 +30,12 @@ from dexac_env.actions import (
 from dexac_env.sim.hand import (
     MAX_WRIST_SPEED,
     POSTURES,
+    FingerChain,
     default_geometry,
     forward_kinematics,
     reachable_wrist,
     solve_ik,
+    solve_ik_both,
 )
 from dexac_env.sim.physics import SimPhysics
 from dexac_env.sim.scene import (
@@ -75,6 +77,12 @@ def hand_frame(fingers: np.ndarray, dorsal: np.ndarray) -> np.ndarray:
     z = np.asarray(dorsal, dtype=np.float64) - np.dot(dorsal, x) * x
     z = z / np.linalg.norm(z)
     return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def _keypoints(wrists: np.ndarray, tips: np.ndarray) -> np.ndarray:
+    """Wrists (2, 4, 4) and fingertips (2, 5, 3), left then right -> (12, 3) in KEYPOINT_NAMES
+    order."""
+    return np.concatenate([wrists[0, None, :3, 3], tips[0], wrists[1, None, :3, 3], tips[1]])
 
 
 @dataclass
@@ -196,6 +204,8 @@ class DexACSimEnv(gym.Env):
         self.object_start = np.zeros((0, 3))
         self.steps = 0
         self._image: np.ndarray | None = None
+        # mocap (pos, quat) of the current camera and hands: where the next step's motion starts
+        self._mocap: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -222,7 +232,8 @@ class DexACSimEnv(gym.Env):
             self.hands[side] = HandState(
                 se3(rot, wrist_pos), angles, forward_kinematics(self.geometry, angles, side).tips
             )
-        self.physics.set_mocap(*self._mocap_targets())
+        self._mocap = self._mocap_targets()
+        self.physics.set_mocap(*self._mocap)
         self.physics.settle(0.3)
         self.object_start = self.physics.object_poses()[:, :3]
         self.steps = 0
@@ -237,20 +248,24 @@ class DexACSimEnv(gym.Env):
         action = np.clip(action.astype(np.float64), ACTION_LOW, ACTION_HIGH)
         # 1. episode-frame action -> world poses
         poses = actions_to_poses(action[None], reference=self.reference_pose)
-        start = self._mocap_targets()
+        start = self._mocap
         self.camera_pose = poses.camera[0]
-        for side, wrist in (("left", poses.left_wrist[0]), ("right", poses.right_wrist[0])):
-            # 2. fingers: analytic IK from the wrist-frame fingertip targets; the wrist as far
-            # as MAX_WRIST_SPEED allows, above the table
-            angles = solve_ik(self.geometry, action[FINGER_SLICES[side]].reshape(5, 3), side)
+        # 2. fingers: analytic IK from the wrist-frame fingertip targets (both hands in one
+        # pass); the wrist as far as MAX_WRIST_SPEED allows, above the table
+        all_angles = solve_ik_both(
+            self.geometry, np.stack([action[FINGER_SLICES[s]].reshape(5, 3) for s in HAND_SIDES])
+        )
+        chains = {}
+        for side, angles, wrist in zip(
+            HAND_SIDES, all_angles, (poses.left_wrist[0], poses.right_wrist[0]), strict=True
+        ):
             wrist = reachable_wrist(self.hands[side].wrist, wrist, MAX_WRIST_SPEED / self.fps)
-            self.hands[side] = HandState(
-                wrist, angles, forward_kinematics(self.geometry, angles, side).tips
-            )
+            chains[side] = forward_kinematics(self.geometry, angles, side)
+            self.hands[side] = HandState(wrist, angles, chains[side].tips)
         # 3. physics while the kinematic bodies move to the new pose; back to the state before
         # the step (objects at rest) if the solver failed anyway
         before, warnings = self.physics.get_state(), self.physics.bad_acceleration_count()
-        end = self._mocap_targets()
+        end = self._mocap = self._mocap_targets(chains)
         self.physics.advance(start, end, 1.0 / self.fps)
         physics_reset = self.physics.unstable(warnings)
         if physics_reset:
@@ -318,6 +333,7 @@ class DexACSimEnv(gym.Env):
         }
         self.object_start = state["object_start"].copy()
         self.steps = int(state["steps"])
+        self._mocap = self._mocap_targets()
         self._observe()
 
     # ------------------------------------------------------------------ helpers
@@ -335,9 +351,14 @@ class DexACSimEnv(gym.Env):
         if previous is not None:
             previous.close()
 
-    def _mocap_targets(self):
+    def _mocap_targets(self, chains: dict[str, FingerChain] | None = None):
+        """Mocap (pos, quat) of the current camera and hands; ``chains`` when the caller has
+        the hands' forward kinematics already."""
+        if chains is None:
+            chains = {
+                s: forward_kinematics(self.geometry, self.hands[s].angles, s) for s in HAND_SIDES
+            }
         wrists = {s: self.hands[s].wrist for s in HAND_SIDES}
-        chains = {s: forward_kinematics(self.geometry, self.hands[s].angles, s) for s in HAND_SIDES}
         return SimPhysics.mocap_targets(self.camera_pose, wrists, chains)
 
     def reached(self) -> tuple[np.ndarray, np.ndarray]:
@@ -349,10 +370,7 @@ class DexACSimEnv(gym.Env):
 
     def proprio(self) -> np.ndarray:
         """(57,) float32: the reached pose in the action layout (episode frame)."""
-        wrists, tips = self.reached()
-        poses = WorldPoses(self.camera_pose[None], wrists[:1], wrists[1:], tips[:1], tips[1:])
-        pose = poses_to_actions(poses, reference=self.reference_pose)[0]
-        return np.clip(pose, ACTION_LOW, ACTION_HIGH).astype(np.float32)
+        return self._proprio(*self.reached())
 
     def world_tips(self) -> np.ndarray:
         """(2, 5, 3) reached fingertip positions in the world (left, right)."""
@@ -360,25 +378,33 @@ class DexACSimEnv(gym.Env):
 
     def keypoints_world(self) -> np.ndarray:
         """(12, 3) world keypoints in KEYPOINT_NAMES order."""
-        wrists, tips = self.reached()
-        return np.concatenate([wrists[0, None, :3, 3], tips[0], wrists[1, None, :3, 3], tips[1]])
+        return _keypoints(*self.reached())
 
     def task_state(self) -> TaskState:
-        poses = self.physics.object_poses()
-        wrists, tips = self.reached()
+        return self._task_state(self.physics.object_poses(), *self.reached())
+
+    # The observation reads the simulated hands and objects once and derives everything from
+    # that one reading (the public accessors above read them afresh).
+    def _proprio(self, wrists: np.ndarray, tips: np.ndarray) -> np.ndarray:
+        poses = WorldPoses(self.camera_pose[None], wrists[:1], wrists[1:], tips[:1], tips[1:])
+        pose = poses_to_actions(poses, reference=self.reference_pose)[0]
+        return np.clip(pose, ACTION_LOW, ACTION_HIGH).astype(np.float32)
+
+    def _task_state(self, poses: np.ndarray, wrists: np.ndarray, tips: np.ndarray) -> TaskState:
         return TaskState(poses[:, :3], poses[:, 3:], self.object_start, tips, wrists[:, :3, 3])
 
     def _observe(self):
         image = self.physics.render()
         self._image = image
-        keypoints = self.keypoints_world()
+        wrists, tips = self.reached()
+        poses = self.physics.object_poses()
+        keypoints = _keypoints(wrists, tips)
         points = np.concatenate([keypoints, LANDMARKS_WORLD])[None]  # (1, 12 + L, 3)
         uv, visible = project_visible(
             points, self.camera_pose[None], self.intrinsics, self.resolution, self.resolution
         )
         uv, visible = uv[0], visible[0]
-        reward, success = evaluate(self.task_spec, self.task_state())
-        poses = self.physics.object_poses()
+        reward, success = evaluate(self.task_spec, self._task_state(poses, wrists, tips))
         info = {
             "keypoints_2d": uv[:NUM_KEYPOINTS],
             "keypoints_visible": visible[:NUM_KEYPOINTS],
@@ -396,4 +422,4 @@ class DexACSimEnv(gym.Env):
             "intrinsics": self.intrinsics.copy(),
         }
         assert info["keypoints_2d"].shape == (NUM_KEYPOINTS, 2)
-        return {"image": image, "proprio": self.proprio()}, info
+        return {"image": image, "proprio": self._proprio(wrists, tips)}, info

@@ -10,12 +10,14 @@ Each finger (thumb first, FINGER_NAMES order) is a chain of three capsule segmen
 with Ry rotating +x towards -z (palmar flexion). The distal joint is coupled to the middle joint
 as in real fingers, which leaves three angles for a three-dimensional fingertip target: the IK
 is analytic (abduction from the lateral offset, flex2 from the base-to-tip distance by
-bisection, flex1 from the direction), clipped to the joint limits.
+bisection, its first steps read off a table, flex1 from the direction), clipped to the joint
+limits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from dexac_env.actions import FINGER_NAMES
 MIRROR = np.diag([1.0, -1.0, 1.0])
 NUM_FINGERS = len(FINGER_NAMES)
 SEGMENTS_PER_FINGER = 3
+# The IK bisection's first steps can only probe fixed points (HandGeometry.flex2_probes): they
+# are one table lookup, the remaining steps iterate. 2^12 + 1 probes per finger.
+TABLED_BISECTION_STEPS = 12
 
 
 def _rot_x(angle: float) -> np.ndarray:
@@ -35,21 +40,21 @@ def _rot_y(angle: np.ndarray) -> np.ndarray:
     """(...,) angles -> (..., 3, 3) rotations about y (positive flexes +x towards -z)."""
     angle = np.asarray(angle, dtype=np.float64)
     c, s = np.cos(angle), np.sin(angle)
-    zero, one = np.zeros_like(angle), np.ones_like(angle)
-    return np.stack(
-        [np.stack([c, zero, s], -1), np.stack([zero, one, zero], -1), np.stack([-s, zero, c], -1)],
-        -2,
-    )
+    rot = np.zeros(angle.shape + (3, 3))  # filled in place: np.stack dominated the IK/FK time
+    rot[..., 0, 0], rot[..., 0, 2] = c, s
+    rot[..., 1, 1] = 1.0
+    rot[..., 2, 0], rot[..., 2, 2] = -s, c
+    return rot
 
 
 def _rot_z(angle: np.ndarray) -> np.ndarray:
     angle = np.asarray(angle, dtype=np.float64)
     c, s = np.cos(angle), np.sin(angle)
-    zero, one = np.zeros_like(angle), np.ones_like(angle)
-    return np.stack(
-        [np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1), np.stack([zero, zero, one], -1)],
-        -2,
-    )
+    rot = np.zeros(angle.shape + (3, 3))
+    rot[..., 0, 0], rot[..., 0, 1] = c, -s
+    rot[..., 1, 0], rot[..., 1, 1] = s, c
+    rot[..., 2, 2] = 1.0
+    return rot
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,33 @@ class HandGeometry:
     flex2_limits: np.ndarray  # (5, 2)
     palm_half_size: tuple[float, float, float] = (0.042, 0.041, 0.012)
     palm_center: tuple[float, float, float] = (0.046, -0.004, 0.0)
+
+    @property
+    def segment_turns(self) -> np.ndarray:
+        """(5, 3) how far each segment is turned from the first per radian of flex2: 0, 1 and
+        1 + coupling (the coupled distal joint)."""
+        return np.stack(
+            [np.zeros(len(self.coupling)), np.ones(len(self.coupling)), 1.0 + self.coupling], -1
+        )
+
+    @cached_property
+    def flex2_probes(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the IK bisection can probe in its first K = TABLED_BISECTION_STEPS steps:
+        flex2 (5, 2^K + 1) ascending, the limits and every midpoint, each computed as the
+        bisection computes it (0.5 * (low + high)); and the base-to-tip distance at each
+        (5, 2^K + 1), strictly descending."""
+        flex2 = self.flex2_limits.astype(np.float64)  # (5, 2)
+        for _ in range(TABLED_BISECTION_STEPS):
+            finer = np.empty((len(flex2), 2 * flex2.shape[1] - 1))
+            finer[:, ::2], finer[:, 1::2] = flex2, 0.5 * (flex2[:, :-1] + flex2[:, 1:])
+            flex2 = finer
+        distance = np.abs(_chain_vector(self.lengths, 1j * self.segment_turns, flex2.T)).T
+        if not np.all(np.diff(distance, axis=1) < 0):
+            raise ValueError(
+                "the IK needs each finger's base-to-tip distance to shrink monotonically as"
+                " flex2 grows within flex2_limits; change lengths, coupling or flex2_limits"
+            )
+        return flex2, distance
 
     @property
     def reach(self) -> np.ndarray:
@@ -147,14 +179,11 @@ def forward_kinematics(geometry: HandGeometry, angles: np.ndarray, side: str) ->
     return FingerChain(seg_pos=seg_pos, seg_rot=seg_rot, tips=tips)
 
 
-def _chain_vector(geometry: HandGeometry, flex2: np.ndarray) -> np.ndarray:
-    """In-plane base-to-tip vector (as complex numbers) with flex1 = 0, (5,) -> (5,) complex."""
-    lengths = geometry.lengths
-    return (
-        lengths[:, 0]
-        + lengths[:, 1] * np.exp(1j * flex2)
-        + lengths[:, 2] * np.exp(1j * (1.0 + geometry.coupling) * flex2)
-    )
+def _chain_vector(lengths: np.ndarray, spin: np.ndarray, flex2: np.ndarray) -> np.ndarray:
+    """In-plane base-to-tip vector (as complex numbers) with flex1 = 0, (..., 5) -> (..., 5)
+    complex: ``L1 + L2 exp(i flex2) + L3 exp(i (1 + coupling) flex2)``, the three segment
+    terms summed in that order; ``lengths`` (5, 3) and ``spin`` = 1j * segment_turns (5, 3)."""
+    return (lengths * np.exp(spin * flex2[..., None])).sum(axis=-1)
 
 
 def solve_ik(
@@ -167,27 +196,47 @@ def solve_ik(
     tips = np.asarray(tips, dtype=np.float64)
     if tips.shape != (NUM_FINGERS, 3):
         raise ValueError(f"fingertip targets must have shape (5, 3), got {tips.shape}")
-    if side == "left":
-        tips = tips @ MIRROR
+    return _solve_right_ik(geometry, tips @ MIRROR if side == "left" else tips, iterations)
+
+
+def solve_ik_both(geometry: HandGeometry, tips: np.ndarray, iterations: int = 22) -> np.ndarray:
+    """Fingertip targets (2, 5, 3), left then right, each in its wrist frame -> joint angles
+    (2, 5, 3): :func:`solve_ik` of both hands in one vectorised pass (the same numbers)."""
+    tips = np.asarray(tips, dtype=np.float64)
+    if tips.shape != (2, NUM_FINGERS, 3):
+        raise ValueError(f"fingertip targets must have shape (2, 5, 3), got {tips.shape}")
+    return _solve_right_ik(geometry, np.stack([tips[0] @ MIRROR, tips[1]]), iterations)
+
+
+def _solve_right_ik(geometry: HandGeometry, tips: np.ndarray, iterations: int) -> np.ndarray:
+    """Right-hand (or mirrored left-hand) fingertip targets (..., 5, 3) -> angles (..., 5, 3)."""
     # 1. target in each knuckle frame
-    local = np.einsum("fji,fj->fi", geometry.base_rot, tips - geometry.base_pos)  # (5, 3)
+    local = np.einsum("fji,...fj->...fi", geometry.base_rot, tips - geometry.base_pos)
     # 2. abduction: the finger plane contains the target (tips may curl behind the knuckle)
-    sign = np.where(local[:, 0] < 0.0, -1.0, 1.0)
-    abduction = np.arctan2(local[:, 1] * sign, np.abs(local[:, 0]) + 1e-9)
+    sign = np.where(local[..., 0] < 0.0, -1.0, 1.0)
+    abduction = np.arctan2(local[..., 1] * sign, np.abs(local[..., 0]) + 1e-9)
     abduction = np.clip(abduction, *geometry.abduction_limits.T)
-    along = local[:, 0] * np.cos(abduction) + local[:, 1] * np.sin(abduction)
-    down = -local[:, 2]
-    distance = np.hypot(along, down)
-    # 3. flex2 from the distance (it shrinks monotonically as the finger curls): bisection
-    low, high = geometry.flex2_limits[:, 0].copy(), geometry.flex2_limits[:, 1].copy()
-    for _ in range(iterations):
+    along = local[..., 0] * np.cos(abduction) + local[..., 1] * np.sin(abduction)
+    down = -local[..., 2]
+    distance = np.hypot(along, down)  # (..., 5)
+    # 3. flex2 from the distance (it shrinks monotonically as the finger curls): bisection.
+    # Its first steps only probe fixed points, so they are one lookup: the bracket is the pair
+    # of neighbouring probes the distance falls between (the numbers the steps would give).
+    tabled = min(iterations, TABLED_BISECTION_STEPS)
+    stride = 2 ** (TABLED_BISECTION_STEPS - tabled)
+    probes, probe_distance = (table[:, ::stride] for table in geometry.flex2_probes)
+    longer = (probe_distance[:, 1:-1] > distance[..., None]).sum(axis=-1)  # (..., 5) probes
+    fingers = np.arange(NUM_FINGERS)
+    low, high = probes[fingers, longer], probes[fingers, longer + 1]
+    lengths, spin = geometry.lengths, 1j * geometry.segment_turns
+    for _ in range(iterations - tabled):
         mid = 0.5 * (low + high)
-        too_long = np.abs(_chain_vector(geometry, mid)) > distance
+        too_long = np.abs(_chain_vector(lengths, spin, mid)) > distance
         low = np.where(too_long, mid, low)
         high = np.where(too_long, high, mid)
     flex2 = 0.5 * (low + high)
     # 4. flex1 turns the chain onto the target direction
-    flex1 = np.arctan2(down, along) - np.angle(_chain_vector(geometry, flex2))
+    flex1 = np.arctan2(down, along) - np.angle(_chain_vector(lengths, spin, flex2))
     flex1 = np.clip(flex1, *geometry.flex1_limits.T)
     return np.stack([abduction, flex1, flex2], axis=-1)
 
@@ -243,7 +292,6 @@ POSTURES: dict[str, np.ndarray] = {
         [[-0.3, 0.9, 1.1], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6], [0.0, 1.45, 1.6]]
     ),
 }
-
 
 
 # The simulator keeps the hands physical under any action in its space: a wrist moves at most

@@ -32,62 +32,49 @@ PARTS_PER_HAND = 1 + NUM_FINGERS * SEGMENTS_PER_FINGER  # palm + segments
 # the table's footprint), or this far from the origin (the floor is 3 m across, 0.75 m down).
 INTO_TABLE_Z = -0.01
 FAR_AWAY = 3.0
+_BAD_QACC = int(mujoco.mjtWarning.mjWARN_BADQACC)  # looked up once: an enum lookup costs ~5 us
+
+
+# Shepperd's method: of the four candidate quaternions (each 4 * q * q_k for one component
+# q_k), take the one whose own component is largest. _QUAT_CANDIDATE[k] picks candidate k's
+# entries from (four diagonal terms, R - R^T at (2, 1) (0, 2) (1, 0), R + R^T at (0, 1) (0, 2)
+# (1, 2)); _DIAGONAL_SIGNS gives the diagonal terms 1 +- m00 +- m11 +- m22.
+_DIAGONAL_SIGNS = np.array(
+    [[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]
+)
+_QUAT_CANDIDATE = np.array([[0, 4, 5, 6], [4, 1, 7, 8], [5, 7, 2, 9], [6, 8, 9, 3]])
 
 
 def quat_from_matrix(rot: np.ndarray) -> np.ndarray:
     """(N, 3, 3) rotation matrices -> (N, 4) unit quaternions w, x, y, z (vectorised Shepperd)."""
     rot = np.asarray(rot, dtype=np.float64)
-    m00, m11, m22 = rot[:, 0, 0], rot[:, 1, 1], rot[:, 2, 2]
-    candidates = np.stack(
-        [
-            np.stack(
-                [
-                    1 + m00 + m11 + m22,
-                    rot[:, 2, 1] - rot[:, 1, 2],
-                    rot[:, 0, 2] - rot[:, 2, 0],
-                    rot[:, 1, 0] - rot[:, 0, 1],
-                ],
-                -1,
-            ),
-            np.stack(
-                [
-                    rot[:, 2, 1] - rot[:, 1, 2],
-                    1 + m00 - m11 - m22,
-                    rot[:, 0, 1] + rot[:, 1, 0],
-                    rot[:, 0, 2] + rot[:, 2, 0],
-                ],
-                -1,
-            ),
-            np.stack(
-                [
-                    rot[:, 0, 2] - rot[:, 2, 0],
-                    rot[:, 0, 1] + rot[:, 1, 0],
-                    1 - m00 + m11 - m22,
-                    rot[:, 1, 2] + rot[:, 2, 1],
-                ],
-                -1,
-            ),
-            np.stack(
-                [
-                    rot[:, 1, 0] - rot[:, 0, 1],
-                    rot[:, 0, 2] + rot[:, 2, 0],
-                    rot[:, 1, 2] + rot[:, 2, 1],
-                    1 - m00 - m11 + m22,
-                ],
-                -1,
-            ),
-        ],
-        1,
-    )  # (N, 4 candidates, 4)
-    best = np.argmax(
-        np.stack(
-            [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-        ),
-        -1,
-    )
-    quat = candidates[np.arange(len(rot)), best]
+    m = np.diagonal(rot, axis1=1, axis2=2)[:, None, :] * _DIAGONAL_SIGNS  # (N, 4, 3)
+    diagonal = 1 + m[..., 0] + m[..., 1] + m[..., 2]  # (N, 4)
+    skew = rot - np.swapaxes(rot, 1, 2)
+    sym = rot + np.swapaxes(rot, 1, 2)
+    terms = np.concatenate(
+        [diagonal, skew[:, [2, 0, 1], [1, 2, 0]], sym[:, [0, 0, 1], [1, 2, 2]]], axis=-1
+    )  # (N, 10)
+    best = np.argmax(diagonal, axis=-1)
+    quat = terms[np.arange(len(rot))[:, None], _QUAT_CANDIDATE[best]]
     quat = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
     return quat * np.where(quat[:, :1] < 0, -1.0, 1.0)
+
+
+def mocap_path(
+    start: tuple[np.ndarray, np.ndarray], end: tuple[np.ndarray, np.ndarray], steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mocap targets of ``steps`` physics substeps moving from ``start`` to ``end`` (each a pair
+    pos (N, 3), quat (N, 4) wxyz): positions lerped, quaternions nlerped along the shorter arc,
+    the first substep one step away from ``start``. Returns pos (steps, N, 3), quat (steps, N, 4);
+    the last row is ``end`` (quaternions normalised and on ``start``'s side)."""
+    pos0, quat0 = start
+    pos1, quat1 = end
+    quat1 = quat1 * np.where(np.sum(quat0 * quat1, -1, keepdims=True) < 0, -1.0, 1.0)
+    alpha = (np.arange(1, steps + 1) / steps)[:, None, None]  # (steps, 1, 1)
+    pos = (1 - alpha) * pos0 + alpha * pos1
+    quat = (1 - alpha) * quat0 + alpha * quat1
+    return pos, quat / np.linalg.norm(quat, axis=-1, keepdims=True)
 
 
 def _make_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
@@ -141,6 +128,9 @@ class SimPhysics:
         targets = names[:1] + [f"{n}_target" for n in names[1:]]
         body_ids = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, n) for n in targets]
         self._mocap_index = np.array([self.model.body_mocapid[b] for b in body_ids])
+        # the targets cover every mocap body once; advance copies them in MuJoCo's order
+        assert np.array_equal(np.sort(self._mocap_index), np.arange(self.model.nmocap))
+        self._mocap_order = np.argsort(self._mocap_index)
         self._part_body = np.array(
             [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, n) for n in names[1:]]
         )
@@ -150,10 +140,11 @@ class SimPhysics:
         self._part_qvel = np.array(
             [self.model.jnt_dofadr[self.model.body_jntadr[b]] for b in self._part_body]
         )
-        self._distal_length = np.array(
-            [geometry.lengths[f, 2] for _ in HAND_SIDES for f in range(NUM_FINGERS)]
-        )
-        self._object_qpos = [
+        hand_parts = self._part_body.reshape(len(HAND_SIDES), PARTS_PER_HAND)
+        self._palm_body = hand_parts[:, 0]  # (2,)
+        self._distal_body = hand_parts[:, SEGMENTS_PER_FINGER::SEGMENTS_PER_FINGER]  # (2, 5)
+        self._distal_length = np.stack([geometry.lengths[:, 2]] * len(HAND_SIDES))  # (2, 5)
+        object_qpos = [
             self.model.jnt_qposadr[
                 self.model.body_jntadr[
                     mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, o.name)
@@ -161,6 +152,7 @@ class SimPhysics:
             ]
             for o in layout.objects
         ]
+        self._object_qpos = np.array(object_qpos, dtype=np.int64)[:, None] + np.arange(7)  # (N, 7)
         self._camera_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, "ego")
         self.hand_geom_ids = {
             side: np.array(
@@ -174,7 +166,6 @@ class SimPhysics:
             )
             for side in HAND_SIDES
         }
-        self.substeps = 1
 
     def _adopt_renderer(self, previous: SimPhysics | None) -> mujoco.Renderer:
         """Reuse the previous scene's GL context and MjrContext when possible.
@@ -235,21 +226,19 @@ class SimPhysics:
     def hand_poses(self) -> tuple[np.ndarray, np.ndarray]:
         """Simulated hands: palms (2, 4, 4) world poses and fingertips (2, 5, 3) world positions
         (end of each distal segment), left then right."""
-        palms = np.tile(np.eye(4), (2, 1, 1))
-        tips = np.zeros((2, NUM_FINGERS, 3))
-        for h in range(2):
-            palm = self._part_body[h * PARTS_PER_HAND]
-            palms[h, :3, :3] = self.data.xmat[palm].reshape(3, 3)
-            palms[h, :3, 3] = self.data.xpos[palm]
-            distal = self._part_body[h * PARTS_PER_HAND + 1 : (h + 1) * PARTS_PER_HAND][
-                SEGMENTS_PER_FINGER - 1 :: SEGMENTS_PER_FINGER
-            ]
-            rot = self.data.xmat[distal].reshape(-1, 3, 3)
-            tips[h] = (
-                self.data.xpos[distal]
-                + rot[:, :, 0] * self._distal_length[h * NUM_FINGERS : (h + 1) * NUM_FINGERS, None]
-            )
+        palms = np.zeros((2, 4, 4))
+        palms[:, :3, :3] = self.data.xmat[self._palm_body].reshape(2, 3, 3)
+        palms[:, :3, 3] = self.data.xpos[self._palm_body]
+        palms[:, 3, 3] = 1.0
+        distal_rot = self.data.xmat[self._distal_body].reshape(2, NUM_FINGERS, 3, 3)
+        tips = (
+            self.data.xpos[self._distal_body] + distal_rot[..., 0] * self._distal_length[..., None]
+        )
         return palms, tips
+
+    def substep_count(self, duration: float) -> int:
+        """How many physics steps (``mj_step`` calls) ``duration`` seconds take."""
+        return max(1, int(round(duration / self.model.opt.timestep)))
 
     def advance(
         self,
@@ -259,19 +248,20 @@ class SimPhysics:
     ) -> None:
         """Step physics for ``duration`` s while the mocap bodies move linearly from start to end
         (positions lerped, quaternions nlerped), then update kinematics for rendering."""
-        steps = max(1, int(round(duration / self.model.opt.timestep)))
-        pos0, quat0 = start
-        pos1, quat1 = end
-        quat1 = quat1 * np.where(np.sum(quat0 * quat1, -1, keepdims=True) < 0, -1.0, 1.0)
-        for k in range(1, steps + 1):
-            alpha = k / steps
-            quat = (1 - alpha) * quat0 + alpha * quat1
-            self.set_mocap(
-                (1 - alpha) * pos0 + alpha * pos1,
-                quat / np.linalg.norm(quat, axis=-1, keepdims=True),
-            )
+        order = self._mocap_order  # targets in MuJoCo's mocap order: two plain copies a substep
+        pos, quat = mocap_path(
+            (start[0][order], start[1][order]),
+            (end[0][order], end[1][order]),
+            self.substep_count(duration),
+        )
+        for pos_k, quat_k in zip(pos, quat, strict=True):
+            np.copyto(self.data.mocap_pos, pos_k)
+            np.copyto(self.data.mocap_quat, quat_k)
             mujoco.mj_step(self.model, self.data)
-        mujoco.mj_forward(self.model, self.data)
+        # mj_step leaves body poses at the state before its last integration; rendering and
+        # hand_poses read body, geom and camera poses only (the next mj_step recomputes the rest)
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
 
     def unstable(self, warnings_before: int) -> bool:
         """Whether the last steps left the physical world: a non-finite state, MuJoCo's
@@ -289,7 +279,7 @@ class SimPhysics:
         return bool(np.any(into_table) or np.any(np.abs(pos) > FAR_AWAY))
 
     def bad_acceleration_count(self) -> int:
-        return int(self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number)
+        return int(self.data.warning[_BAD_QACC].number)
 
     def recover(self, state: np.ndarray, mocap: tuple[np.ndarray, np.ndarray]) -> None:
         """Go back to ``state`` (from :meth:`get_state`, taken before the failed steps), objects at
@@ -302,7 +292,7 @@ class SimPhysics:
     def settle(self, duration: float) -> None:
         """Let objects come to rest (hands held still on their targets)."""
         self.snap_hands()
-        for _ in range(max(1, int(round(duration / self.model.opt.timestep)))):
+        for _ in range(self.substep_count(duration)):
             mujoco.mj_step(self.model, self.data)
         self.data.qvel[:] = 0.0
         self.snap_hands()
@@ -311,13 +301,10 @@ class SimPhysics:
     # ------------------------------------------------------------------ reading the scene
     def object_poses(self) -> np.ndarray:
         """(N, 7) world object poses: position xyz, quaternion wxyz."""
-        if not self._object_qpos:
-            return np.zeros((0, 7))
-        return np.stack([self.data.qpos[a : a + 7] for a in self._object_qpos]).copy()
+        return self.data.qpos[self._object_qpos]  # fancy indexing: a copy
 
     def set_object_poses(self, poses: np.ndarray) -> None:
-        for a, pose in zip(self._object_qpos, poses, strict=True):
-            self.data.qpos[a : a + 7] = pose
+        self.data.qpos[self._object_qpos] = poses
         self.data.qvel[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
 
