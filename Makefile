@@ -44,7 +44,7 @@ default-model: venv
 	$(PY) training/cache_latents.py --store data/sim.zarr --tokenizer checkpoints/tokenizer_tiny.safetensors --semantic checkpoints/ssl_vit_tiny.safetensors --wm-size tiny
 	$(PY) -m training.latent_pack --store data/sim.zarr --split train --out data/packs/sim_train_f16_sem1.npz --semantic-frames 1 --latent-dtype float16
 	$(PY) training/train_wm.py --config configs/wm/gpu/wide_step1.yaml
-	$(PY) training/export.py runs/gpu_wide_step1 --compact --output dexac_env/assets/dexac_default.safetensors
+	$(PY) training/export.py runs/gpu_wide_step1 --compact --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
 	$(PY) training/train_wm.py --config configs/wm/tiny.yaml
 	$(PY) training/train_wm.py --config configs/wm/tiny_mlp_global.yaml
 	$(PY) training/export.py runs/wm_tiny_dexac --compact --output benchmarks/checkpoints/tiny_dexac.safetensors
