@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out_dir = Path(args.out_dir)
-    runs = [Run(v, s, out_dir) for v in args.variants for s in args.seeds]
+    # seed-major: every variant's first seed is trained before any second seed, so a study
+    # stopped early still has one complete table
+    runs = [Run(v, s, out_dir) for s in args.seeds for v in args.variants]
     for index, run in enumerate(runs, 1):
         print(f"[{index}/{len(runs)}] {run.name}", flush=True)
         run_one(run, args)
