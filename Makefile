@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 
-.PHONY: demo test venv lint bench clean-venv default-model evaluate
+.PHONY: demo test venv lint bench clean-venv default-model evaluate ablations distill
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,3 +67,17 @@ evaluate: venv
 	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim.zarr --split test --frames 16 --out benchmarks/results/eval_16.json --analysis
 	$(VENV)/bin/dexac evaluate --checkpoint $(DEFAULT_WM) --label "dexac default (env step)" --checkpoint $(TINY_DEXAC) --label "dexac tiny (env step)" --store data/sim.zarr --split test --frames 16 --env-step --out benchmarks/results/eval_16_env_step.json
 	$(VENV)/bin/dexac evaluate $(EVAL_CHECKPOINTS) --store data/sim_long.zarr --split test --frames 64 --limit 16 --out benchmarks/results/eval_64.json
+
+# The paper's ablation tables on our data (docs/ablations.md): 6 variants x 2 seeds of the
+# default's recipe on the tiny DiT (configs/wm/ablation.yaml), trained, exported and scored one
+# after the other; resumable (re-run to continue). ~1.5 h on 2 CPU cores. Needs the pack of
+# default-model.
+ablations: venv
+	$(PY) -m training.ablation_study --config configs/wm/ablation.yaml --seeds 0 1 --num-steps 2
+
+# A 1-step student of the default's 2-step sampler (docs/experiments.md E6), scored next to
+# the teacher at 1 step.
+distill: venv
+	$(PY) training/distill_wm.py --config configs/wm/distill_1step.yaml
+	$(PY) training/export.py runs/distill_1step --compact --output runs/distill_1step/student.safetensors
+	$(VENV)/bin/dexac evaluate --checkpoint runs/distill_1step/student.safetensors --label "1-step student (distilled)" --store data/sim.zarr --split test --frames 16 --num-steps 1 --out benchmarks/results/e6_16_student.json

@@ -139,3 +139,8 @@ def test_study_trains_scores_tabulates_and_resumes(tmp_path):
     assert {p: p.stat().st_mtime for p in stamps} == stamps
     log = (tmp_path / "runs/logs/dexac_s0.log").read_text()
     assert log.count("train_wm.py") == 1 and sys.executable in log
+    assert study["command"].endswith(" ".join(argv[-4:]))
+    # other evaluation settings: scored again, nothing retrained
+    assert ablation_study.main([*argv[:-4], "--num-steps", "2", *argv[-2:]]) == 0
+    log = (tmp_path / "runs/logs/dexac_s0.log").read_text()
+    assert log.count("train_wm.py") == 1 and log.count("dexac_env.cli evaluate") == 2

@@ -145,9 +145,25 @@ def run_one(run: Run, args: argparse.Namespace) -> None:
             ],
             log,
         )
-    if not _newer(run.evaluation, run.model):
+    if not evaluation_is_current(run, args):
         print(f"[{time.strftime('%H:%M:%S')}] evaluate {run.name}", flush=True)
         _execute(evaluate_command(run, args), log)
+
+
+def evaluation_is_current(run: Run, args: argparse.Namespace) -> bool:
+    """The run's score exists, is newer than its model and was made the way ``args`` asks
+    (split, frames, episode limit, sampler steps): a study re-run with other evaluation
+    settings scores again instead of mixing them."""
+    if not _newer(run.evaluation, run.model):
+        return False
+    report = json.loads(run.evaluation.read_text())
+    settings = report.get("settings", {})
+    return (
+        report.get("split"),
+        report.get("frames"),
+        settings.get("limit"),
+        settings.get("num_steps"),
+    ) == (args.split, args.frames, args.limit, args.num_steps)
 
 
 def write_study(runs: list[Run], args: argparse.Namespace) -> Path:
@@ -159,7 +175,7 @@ def write_study(runs: list[Run], args: argparse.Namespace) -> Path:
         result = json.loads(run.evaluation.read_text())["results"][0]
         reports.setdefault(run.variant, []).append(result)
     study = {
-        "command": " ".join(["python -m training.ablation_study", *sys.argv[1:]]),
+        "command": " ".join(["python -m training.ablation_study", *args.argv]),
         "config": args.config,
         "overrides": args.overrides,
         "steps": {run.name: trained_steps(run) for run in runs},
@@ -227,6 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-steps", type=int, default=None, help="sampler steps")
     parser.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the study's record
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config} does not exist")
     return args
