@@ -23,6 +23,7 @@ import torch
 
 from agents.actions import DeltaPose, DeltaPoseState, StepLimits
 from agents.envs import AgentEnvConfig
+from dexac_env.actions import project_keypoints
 from dexac_env.world_core import CoreState, select_state
 
 
@@ -84,18 +85,23 @@ class WorldBranch:
     ``max(0, |z| - support_z)``, ``z`` the pose z-scored with the model's own action
     statistics. Imagination is only trustworthy where the model was trained; a planner that
     maximises an imagined reward otherwise finds poses (hands out of view) whose imagined
-    frames fool the reward head (docs/agents.md).
+    frames fool the reward head (docs/agents.md). ``view_penalty`` > 0 subtracts, per step,
+    that weight times the number of the 12 hand keypoints that the commanded pose puts
+    outside the image (the camera's ``intrinsics`` given to :meth:`sync_frames`): what the
+    camera cannot see, the model cannot show.
     """
 
     def __init__(self, config: AgentEnvConfig, population: int, objective: str = "learned",
                  limits: StepLimits | None = None, support_penalty: float = 0.0,
-                 support_z: float = 3.0):
-        if support_penalty < 0 or support_z <= 0:
-            raise ValueError(f"support_penalty must be >= 0 and support_z > 0, got "
-                             f"{support_penalty}, {support_z}")
+                 support_z: float = 3.0, view_penalty: float = 0.0):
+        if support_penalty < 0 or support_z <= 0 or view_penalty < 0:
+            raise ValueError(f"support_penalty and view_penalty must be >= 0 and support_z > 0, "
+                             f"got {support_penalty}, {view_penalty}, {support_z}")
         self.venv = world_vector_env(config, population, reward=objective)
         self.core = self.venv.core
         self.support_penalty, self.support_z = support_penalty, support_z
+        self.view_penalty = view_penalty
+        self.camera: tuple[np.ndarray, int, int] | None = None  # intrinsics, width, height
         self.population = population
         self.delta = DeltaPose(population, config.action_set, limits)
         self.root: CoreState | None = None
@@ -108,8 +114,14 @@ class WorldBranch:
         self.root, self.root_delta = state, delta
 
     def sync_frames(self, frames: np.ndarray, delta: DeltaPoseState, text: str, seed: int,
-                    goal: np.ndarray | None = None) -> None:
-        """Branch from real frames (context_pixel_frames, H, W, 3) uint8, oldest first."""
+                    goal: np.ndarray | None = None,
+                    intrinsics: np.ndarray | None = None) -> None:
+        """Branch from real frames (context_pixel_frames, H, W, 3) uint8, oldest first;
+        ``intrinsics`` (3, 3) of the camera that took them (for ``view_penalty``)."""
+        if intrinsics is not None:
+            self.camera = (np.asarray(intrinsics), frames.shape[2], frames.shape[1])
+        elif self.view_penalty > 0:
+            raise ValueError("view_penalty needs the camera intrinsics in sync_frames")
         state = state_from_frames(self.core, [frames], delta.pose, [text], [seed],
                                   None if goal is None else [goal])
         self.sync_state(state, delta)
@@ -127,7 +139,17 @@ class WorldBranch:
             poses = self.delta(sequences[:, h])  # (K, 57) commanded poses
             reward, _ = self.core.step(poses)
             total += reward - self.support_penalty * self.outside_support(poses)
+            if self.view_penalty > 0:
+                total -= self.view_penalty * self.out_of_view(poses)
         return total
+
+    def out_of_view(self, poses: np.ndarray) -> np.ndarray:
+        """(K, 57) episode-frame poses -> (K,) hand keypoints the camera would not see."""
+        if self.camera is None:
+            raise ValueError("out_of_view needs the camera intrinsics (sync_frames)")
+        intrinsics, width, height = self.camera
+        _, visible = project_keypoints(np.asarray(poses, np.float64), intrinsics, width, height)
+        return (~visible).sum(axis=1).astype(np.float64)
 
     def outside_support(self, poses: np.ndarray) -> np.ndarray:
         """(K, 57) poses -> (K,) summed z-score excess beyond ``support_z`` (0 inside)."""

@@ -45,6 +45,9 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--support-penalty", type=float, default=0.0,
                    help="imagination: per-step penalty weight for poses outside the world "
                         "model's training data (|z| > 3 per dimension); 0 = off")
+    p.add_argument("--view-penalty", type=float, default=0.0,
+                   help="imagination: per-step penalty weight per hand keypoint the commanded "
+                        "pose puts outside the camera's view; 0 = off")
 
 
 def register(subparsers) -> None:
@@ -150,7 +153,8 @@ def build_mpc(model: str, args: argparse.Namespace):
     goal_fn = None
     if model == "world":
         scorer = WorldBranch(_env_config(args, "world"), args.population, args.objective,
-                             support_penalty=args.support_penalty)
+                             support_penalty=args.support_penalty,
+                             view_penalty=args.view_penalty)
         if args.objective == "goal_image":
             from agents.goals import expert_goal_frame  # noqa: PLC0415
 

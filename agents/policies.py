@@ -95,5 +95,6 @@ class MPCPolicy(Policy):
             count = self.scorer.core.context_pixel_frames
             recent = ([self.frames[0]] * count + self.frames)[-count:]
             self.scorer.sync_frames(np.stack(recent), delta, info["task_description"],
-                                    seed=self.seed * 1000 + self.t, goal=self.goal)
+                                    seed=self.seed * 1000 + self.t, goal=self.goal,
+                                    intrinsics=info.get("intrinsics"))
         return self.planner.plan(self.scorer)

@@ -168,6 +168,28 @@ def test_support_penalty_lowers_only_plans_that_leave_the_training_data(world_mo
         WorldBranch(config("world", world_model), population=2, support_penalty=-1.0)
 
 
+def test_view_penalty_counts_the_hand_keypoints_the_camera_cannot_see(world_model):
+    from agents.branching import WorldBranch
+    from dexac_env.sim.env import DexACSimEnv
+
+    sim = DexACSimEnv(task="touch")
+    _, info = sim.reset(seed=0)
+    pose = sim.proprio()[None].astype(np.float64)  # a reached pose: hands in view
+    branch = WorldBranch(config("world", world_model), population=2, view_penalty=1.0)
+    with pytest.raises(ValueError, match="intrinsics"):
+        branch.sync_frames(np.zeros((branch.core.context_pixel_frames, 64, 64, 3), np.uint8),
+                           _delta_at(pose), "touch", seed=0)
+    branch.sync_frames(np.zeros((branch.core.context_pixel_frames, 64, 64, 3), np.uint8),
+                       _delta_at(pose), "touch", seed=0, intrinsics=info["intrinsics"])
+    behind = pose.copy()
+    behind[0, RIGHT_WRIST.start : RIGHT_WRIST.start + 3] = pose[0, :3]  # at the camera centre
+    behind[0, LEFT_WRIST.start + 2] -= 5.0  # 5 m away along z: far out of the view cone
+    seen = branch.out_of_view(np.concatenate([pose, behind]))
+    assert seen[0] == 12 - info["keypoints_visible"].sum()  # the simulator's own visibility
+    assert seen[1] > seen[0]
+    sim.close()
+
+
 def _delta_at(pose: np.ndarray):
     delta = DeltaPose(1, "wrist_pos_grasp")
     delta.reset(pose)
