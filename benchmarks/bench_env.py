@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     matmul = matmul_gflops(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         model, store, model_kind = _model_and_store(tmp)
+        # inference only: parameters that require grad make the FLOP counter's module
+        # tracker hook tensors that have no gradient function
+        model.requires_grad_(False)
         all_steps = args.sampling_steps or [model.config.sampler.num_steps]
         rows = []
         for sampling_steps in all_steps:
