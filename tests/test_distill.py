@@ -89,3 +89,16 @@ def test_gradients_reach_the_student_only_and_distilling_matches_two_teacher_ste
     assert all(p.grad is None for p in teacher.parameters())
     assert float(loss.detach()) < 0.2 * first, (first, float(loss.detach()))
     assert logs["distill_loss"] == pytest.approx(logs["loss"])
+
+
+def test_distill_entry_names_a_missing_teacher_or_student_init():
+    from pathlib import Path
+
+    from training.config import ConfigError
+    from training.distill_wm import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/wm/distill_1step.yaml")
+    with pytest.raises(ConfigError, match="student_init nowhere.safetensors does not exist"):
+        main(["--config", config, "--set", "student_init=nowhere.safetensors"])
+    with pytest.raises(ConfigError, match="teacher nowhere.safetensors"):
+        main(["--config", config, "--set", "teacher=nowhere.safetensors"])

@@ -197,12 +197,15 @@ class DistillRunConfig:
     Attributes:
         teacher: the WorldModel file (.safetensors) whose Euler sampler is distilled.
         student_steps: sampler steps of the student; the teacher is matched at twice as many.
+        student_init: a WorldModel file the student starts from (e.g. an earlier student, to
+            distil longer); None = a copy of the teacher.
         data: the windows (the teacher's training windows: same store or pack).
-        trainer: how to train (the student starts as a copy of the teacher).
+        trainer: how to train.
     """
 
     teacher: str = "dexac_env/assets/dexac_default.safetensors"
     student_steps: int = 1
+    student_init: str | None = None
     data: WindowDataConfig = field(default_factory=WindowDataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

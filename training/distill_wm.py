@@ -29,8 +29,9 @@ from training.trainer import Trainer
 
 
 def build_student(teacher, student_steps: int):
-    """A new WorldModel with the teacher's config (but ``student_steps`` sampler steps) and
-    weights; its perception parts stay frozen as in world-model training."""
+    """A new WorldModel with the config (but ``student_steps`` sampler steps) and weights of
+    ``teacher`` (or of the model it should start from); its perception parts stay frozen as in
+    world-model training."""
     from world_model import WorldModel  # noqa: PLC0415
 
     config = teacher.config.replace(sampler={"num_steps": student_steps})
@@ -51,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = entry_parser(__doc__.splitlines()[0], "configs/wm/distill_1step.yaml").parse_args(argv)
     config = load_config(DistillRunConfig, args.config, engine_overrides(args))
-    if not Path(config.teacher).is_file():
-        raise ConfigError(f"teacher {config.teacher} does not exist")
+    for name, path in (("teacher", config.teacher), ("student_init", config.student_init)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name} {path} does not exist")
     torch.manual_seed(config.trainer.seed)
     teacher = WorldModel.from_pretrained(config.teacher)
-    student = build_student(teacher, config.student_steps)
+    start = WorldModel.from_pretrained(config.student_init) if config.student_init else teacher
+    student = build_student(start, config.student_steps)
     trainer = Trainer(
         student,
         open_windows(config.data, student.config),
