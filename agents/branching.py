@@ -138,7 +138,9 @@ class WorldBranch:
         for h in range(horizon):
             poses = self.delta(sequences[:, h])  # (K, 57) commanded poses
             reward, _ = self.core.step(poses)
-            total += reward - self.support_penalty * self.outside_support(poses)
+            total += reward
+            if self.support_penalty > 0:
+                total -= self.support_penalty * self.outside_support(poses)
             if self.view_penalty > 0:
                 total -= self.view_penalty * self.out_of_view(poses)
         return total

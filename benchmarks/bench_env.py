@@ -10,8 +10,9 @@ per-stage profile (predict / decode / reward / rest) of the batched rgb runs say
 time goes; the FLOPs of one batched step (``torch.utils.flop_counter``: matmuls, convolutions,
 attention) over its time give the achieved GFLOP/s, next to this machine's fp32 matmul rate
 measured in the same run. Several ``--sampling-steps`` are measured side by side (a distilled
-student of the same architecture costs what its teacher costs at the student's step count). Uses the shipped checkpoint when present, else a randomly initialised tiny model
-(same architecture and cost; the JSON says which). Never part of the tests.
+student of the same architecture costs what its teacher costs at the student's step count).
+Uses the shipped checkpoint when present, else a randomly initialised tiny model (same
+architecture and cost; the JSON says which). Never part of the tests.
 """
 
 from __future__ import annotations

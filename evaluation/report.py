@@ -3,8 +3,9 @@
 ``evaluate_checkpoint`` drives :mod:`evaluation.rollouts` over episodes and returns a plain
 dict (JSON-ready): for every method (the three action variants and the two references) PSNR,
 SSIM, ``lpips_sim`` and PCK@5/10/20 overall and per family, each as mean and 95% interval over
-episodes (and, for the true and frozen rollouts, the per-episode values); per-frame curves; the action-sensitivity gaps; ``fid_sim`` / ``fvd_sim``; and the
-detector's ceiling on the same true frames.
+episodes (and, for the true and frozen rollouts, the per-episode values); per-frame curves;
+the action-sensitivity gaps; ``fid_sim`` / ``fvd_sim``; and the detector's ceiling on the same
+true frames.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ class LinearField:
     def requires_grad_(self, _):
         return self
 
+    def sampler_context(self, context, draw_noise):
+        return context, None  # clean context, as the shipped default samples
+
     def conditional_velocity(self, batch, context, context_sigma):
         return lambda x, sigma: self.rate * x
 

@@ -53,7 +53,9 @@ class StepDistillation:
         grid = self.grid.to(student.device)
         start, middle, end = grid[2 * index], grid[2 * index + 1], grid[2 * index + 2]  # (B,)
         noisy = FlowMatching.add_noise(target, torch.randn_like(target), start)
-        context_sigma, context = _sampler_context(student, batch)
+        context = batch["context_latents"].to(student.device, torch.float32)
+        # the same context noise for teacher and student (none for the shipped default)
+        context, context_sigma = student.sampler_context(context, lambda: torch.randn_like(context))
         with torch.no_grad():
             teacher_velocity = self.teacher.conditional_velocity(batch, context, context_sigma)
             halfway = noisy + _per_sample(middle - start) * teacher_velocity(noisy, start)
@@ -71,14 +73,3 @@ class StepDistillation:
 
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, 1, 1, 1, 1)
-
-
-def _sampler_context(model, batch) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The context latents as the sampler gives them: noised to ``sampler.context_noise``
-    (the same noise for teacher and student) or clean."""
-    context = batch["context_latents"].to(model.device, torch.float32)
-    level = model.config.sampler.context_noise
-    if level <= 0:
-        return None, context
-    sigma = torch.full((context.shape[0],), level, device=model.device)
-    return sigma, FlowMatching.add_noise(context, torch.randn_like(context), sigma)

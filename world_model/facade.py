@@ -203,12 +203,9 @@ class WorldModel(nn.Module):
         # 1. everything constant over the sampler steps, computed once
         semantic_kv = self._semantic_kv(semantic, use_cache=not torch.is_grad_enabled())
         noise = self._noise((b, cfg.chunk_frames, c, h, w), generator)
-        context_sigma = None
-        if cfg.sampler.context_noise > 0:  # the level the model was trained to expect
-            context_sigma = torch.full((b,), cfg.sampler.context_noise, device=self.device)
-            context_latents = self.flow.add_noise(
-                context_latents, self._noise(tuple(context_latents.shape), generator), context_sigma
-            )
+        context_latents, context_sigma = self.sampler_context(
+            context_latents, lambda: self._noise(tuple(context_latents.shape), generator)
+        )
         velocity_fn = self._guided_velocity_fn(
             context_latents, action_chunk, semantic_kv, scale, context_sigma
         )
@@ -251,6 +248,27 @@ class WorldModel(nn.Module):
 
         return velocity_fn
 
+    def sampler_context(
+        self, context_latents: torch.Tensor, draw_noise
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The context latents as the sampler gives them to the network: noised to
+        ``sampler.context_noise`` (the level the model was trained to expect; ``draw_noise()``
+        gives the noise) with that level (B,), or unchanged with None when it is 0."""
+        level = self.config.sampler.context_noise
+        if level <= 0:
+            return context_latents, None
+        sigma = torch.full((context_latents.shape[0],), level, device=context_latents.device)
+        return self.flow.add_noise(context_latents, draw_noise(), sigma), sigma
+
+    def _batch_semantic_kv(self, batch: dict[str, torch.Tensor]):
+        """Per-block semantic keys/values from a batch's cached features (None without them)."""
+        if self.semantic_encoder is None or "semantic_image" not in batch:
+            return None
+        return self.dit.semantic_keys_values(
+            batch["semantic_image"].to(self.device, torch.float32),
+            batch["semantic_text"].to(self.device, torch.float32),
+        )
+
     def conditional_velocity(
         self,
         batch: dict[str, torch.Tensor],
@@ -267,12 +285,7 @@ class WorldModel(nn.Module):
         """
         actions = batch["actions"].to(self.device, torch.float32)
         self._check(context_latents, actions)
-        semantic_kv = None
-        if self.semantic_encoder is not None and "semantic_image" in batch:
-            semantic_kv = self.dit.semantic_keys_values(
-                batch["semantic_image"].to(self.device, torch.float32),
-                batch["semantic_text"].to(self.device, torch.float32),
-            )
+        semantic_kv = self._batch_semantic_kv(batch)
         return self._guided_velocity_fn(context_latents, actions, semantic_kv, 1.0, context_sigma)
 
     def reward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,12 +322,7 @@ class WorldModel(nn.Module):
             drop = (
                 torch.rand(actions.shape[0], device=self.device) < cfg.conditioning.action_dropout
             )
-        semantic_kv = None
-        if self.semantic_encoder is not None and "semantic_image" in batch:
-            semantic_kv = self.dit.semantic_keys_values(
-                batch["semantic_image"].to(self.device, torch.float32),
-                batch["semantic_text"].to(self.device, torch.float32),
-            )
+        semantic_kv = self._batch_semantic_kv(batch)
         context = self._context(actions, drop, semantic_kv)
         # context-noise augmentation: noise the context to a random level, and say which
         if self.training and cfg.flow.context_noise_max > 0:
