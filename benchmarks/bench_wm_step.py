@@ -7,7 +7,9 @@ For each batch size (1 and 16 by default) it times, on an untrained model of the
 
 counts the FLOPs of the same calls with ``torch.utils.flop_counter`` (matmuls and attention;
 2 FLOPs per multiply-add), and measures this machine's fp32 matmul rate in the same run, so
-achieved GFLOP/s can be read against the ceiling. Writes JSON; asserts nothing.
+achieved GFLOP/s can be read against the ceiling. ``--compile`` times the same calls again
+after ``model.dit.compile()`` (TorchInductor; on a CPU it needs a C++ compiler), in the same
+run, with the compile time (the first call's extra seconds). Writes JSON; asserts nothing.
 
     python -m benchmarks.bench_wm_step --size tiny --out benchmarks/results/wm_step_tiny.json
     python -m benchmarks.bench_wm_step --checkpoint dexac_env/assets/dexac_default.safetensors \
@@ -61,6 +63,53 @@ def matmul_gflops(device: torch.device, sizes=(512, 1024, 2048), repeats: int = 
     return rates
 
 
+def _calls(model, config, batch: int, steps: int, device: torch.device) -> dict:
+    """The two timed calls at one batch size: one DiT forward and one full chunk sample."""
+    latent = config.tokenizer.resolution // 8
+    c = config.tokenizer.latent_channels
+    context = torch.randn(batch, config.context_frames, c, latent, latent, device=device)
+    actions = torch.randn(batch, config.action_rows, 57, device=device)
+    semantic = None
+    if model.semantic_encoder is not None:
+        # random features of the encoders' shapes: a rollout encodes its reset frame and
+        # text once, outside the step timed here (and MiniLM need not be installed)
+        encoder = model.semantic_encoder
+        semantic = SemanticFeatures(
+            image=torch.randn(batch, encoder.num_tokens - 1, encoder.image_dim, device=device),
+            text=torch.randn(batch, 1, encoder.text_dim, device=device),
+        )
+    frames_in = torch.randn(
+        batch, config.context_frames + config.chunk_frames, c, latent, latent, device=device
+    )
+    sigma = torch.full((batch,), 0.5, device=device)
+    with torch.no_grad():
+        dit_context = model._context(actions, None, model._semantic_kv(semantic, True))
+
+    def forward():
+        with torch.no_grad():
+            model.dit(frames_in, sigma, dit_context, config.context_frames)
+
+    def sample():
+        model.predict(
+            context, actions, semantic, torch.Generator(device).manual_seed(0), num_steps=steps
+        )
+
+    return {"forward": forward, "sample": sample}
+
+
+def _row(name: str, batch: int, steps: int, flops: float, seconds: float) -> dict:
+    return {
+        "what": name,
+        "batch": batch,
+        "num_steps": steps if name == "sample" else 1,
+        "compiled": False,
+        "seconds": seconds,
+        "gflop": flops / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+        "ms_per_env": 1e3 * seconds / batch,
+    }
+
+
 def bench(
     size: str,
     variant: str,
@@ -69,6 +118,7 @@ def bench(
     repeats: int,
     device: torch.device,
     checkpoint: str | None = None,
+    compile_dit: bool = False,
 ) -> dict:
     torch.manual_seed(0)
     if checkpoint is not None:  # the architecture (and weights) of a trained model
@@ -80,50 +130,24 @@ def bench(
     model = model.to(device).eval().requires_grad_(False)
     steps = num_steps or config.sampler.num_steps
     latent = config.tokenizer.resolution // 8
-    c = config.tokenizer.latent_channels
     rows = []
+    calls = {}
     for batch in batches:
-        context = torch.randn(batch, config.context_frames, c, latent, latent, device=device)
-        actions = torch.randn(batch, config.action_rows, 57, device=device)
-        semantic = None
-        if model.semantic_encoder is not None:
-            # random features of the encoders' shapes: a rollout encodes its reset frame and
-            # text once, outside the step timed here (and MiniLM need not be installed)
-            encoder = model.semantic_encoder
-            semantic = SemanticFeatures(
-                image=torch.randn(batch, encoder.num_tokens - 1, encoder.image_dim, device=device),
-                text=torch.randn(batch, 1, encoder.text_dim, device=device),
-            )
-        frames_in = torch.randn(
-            batch, config.context_frames + config.chunk_frames, c, latent, latent, device=device
-        )
-        sigma = torch.full((batch,), 0.5, device=device)
-        with torch.no_grad():
-            dit_context = model._context(actions, None, model._semantic_kv(semantic, True))
-
-        def forward(frames_in=frames_in, sigma=sigma, dit_context=dit_context):
-            with torch.no_grad():
-                model.dit(frames_in, sigma, dit_context, config.context_frames)
-
-        def sample(context=context, actions=actions, semantic=semantic):
-            model.predict(
-                context, actions, semantic, torch.Generator(device).manual_seed(0), num_steps=steps
-            )
-
-        for name, fn in (("forward", forward), ("sample", sample)):
+        calls[batch] = _calls(model, config, batch, steps, device)
+        for name, fn in calls[batch].items():
             flops = _flops(fn)
-            seconds = _time(fn, repeats, device)
-            rows.append(
-                {
-                    "what": name,
-                    "batch": batch,
-                    "num_steps": steps if name == "sample" else 1,
-                    "seconds": seconds,
-                    "gflop": flops / 1e9,
-                    "achieved_gflops": flops / seconds / 1e9,
-                    "ms_per_env": 1e3 * seconds / batch,
-                }
-            )
+            rows.append(_row(name, batch, steps, flops, _time(fn, repeats, device)))
+    if compile_dit:
+        # in place (state-dict names unchanged); every shape below compiles once, on first call
+        model.dit.compile(dynamic=False)
+        for batch in batches:
+            for name, fn in calls[batch].items():
+                start = time.perf_counter()
+                fn()
+                first = time.perf_counter() - start
+                flops = next(r["gflop"] for r in rows if (r["what"], r["batch"]) == (name, batch))
+                row = _row(name, batch, steps, flops * 1e9, _time(fn, repeats, device))
+                rows.append({**row, "compiled": True, "compile_s": first - row["seconds"]})
     params = {
         name: sum(p.numel() for p in part.parameters())
         for name, part in (("dit", model.dit), ("conditioner", model.conditioner))
@@ -150,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-steps", type=int, default=None, help="default: the size's sampler")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the calls with model.dit.compile()"
+    )
     parser.add_argument("--out", default="benchmarks/results/wm_step_tiny.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -162,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats,
         device,
         args.checkpoint,
+        args.compile,
     )
     best = max(ceiling.values())
     for row in report["results"]:
@@ -178,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(report, handle, indent=2)
     for row in report["results"]:
         print(
-            f"{row['what']:8s} B={row['batch']:3d} steps={row['num_steps']:3d} "
+            f"{'compiled ' if row['compiled'] else ''}{row['what']:8s} B={row['batch']:3d} steps={row['num_steps']:3d} "
             f"{1e3 * row['seconds']:9.2f} ms  {row['gflop']:8.3f} GFLOP  "
             f"{row['achieved_gflops']:7.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
             f"of matmul {best:.0f})"

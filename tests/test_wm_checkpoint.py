@@ -108,4 +108,32 @@ def test_compact_inference_checkpoint_is_smaller_and_predicts_the_same(tmp_path)
         atol=5e-2,
     )
     with pytest.raises(ValueError, match="dtype must be one of"):
-        model.save_pretrained(str(tmp_path / "x.safetensors"), dtype="int8")
+        model.save_pretrained(str(tmp_path / "x.safetensors"), dtype="int4")
+
+
+def test_int8_storage_halves_the_file_within_half_a_step_per_weight(tmp_path):
+    model = tiny_model("dexac")
+    wake(model)
+    half = model.save_pretrained(
+        str(tmp_path / "h.safetensors"), inference_only=True, dtype="float16"
+    )
+    int8 = model.save_pretrained(str(tmp_path / "q.safetensors"), inference_only=True, dtype="int8")
+    assert os.path.getsize(int8) < 0.65 * os.path.getsize(half)
+    loaded = WorldModel.from_pretrained(int8)
+    with safe_open(int8, framework="pt") as handle:
+        quantised = [k for k in handle.keys() if handle.get_slice(k).get_dtype() == "I8"]
+        assert len(quantised) > 10
+        for name in quantised:
+            weight = model.state_dict()[name]
+            step = handle.get_tensor(name + ".int8_scale").view(-1, *[1] * (weight.ndim - 1))
+            error = (loaded.state_dict()[name] - weight).abs()
+            assert (error <= step / 2 + 1e-6).all(), name
+    cfg = model.config
+    context, actions = latents(model, 2, cfg.context_frames), gap_actions(2, cfg.action_rows)
+    gen = torch.Generator()
+    torch.testing.assert_close(
+        loaded.predict(context, actions, None, gen.manual_seed(3), num_steps=3),
+        model.predict(context, actions, None, gen.manual_seed(3), num_steps=3),
+        rtol=0,
+        atol=5e-2,
+    )

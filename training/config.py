@@ -154,6 +154,11 @@ class WMModelConfig:
             the tokenizer that cached the store's latents).
         semantic_checkpoint: safetensors file written by ``train_tokenizer.py --model
             ssl_vit`` for the semantic image encoder (None: the facade's default).
+        init_checkpoint: a WorldModel file (an export) whose weights start this run, e.g. to
+            fine-tune the shipped default with a new zero-initialised part (the keypoint
+            prior). Its tokenizer and semantic encoder replace the two checkpoints above;
+            every tensor of the file must fit the model, and the model's tensors the file
+            lacks keep their init (they are listed at start).
     """
 
     size: str = "tiny"
@@ -161,6 +166,7 @@ class WMModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     tokenizer_checkpoint: str | None = None
     semantic_checkpoint: str | None = None
+    init_checkpoint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,12 @@ def export_world_model(
     tag: str | None = None,
     compact: bool = False,
     sampler_steps: int | None = None,
+    storage: str = "float16",
 ) -> Path:
     """Write the run's checkpoint ``tag`` (default: the newest) as a WorldModel file.
 
-    ``compact``: inference-only, float16 storage (the form shipped in dexac_env/assets).
+    ``compact``: inference-only, with ``storage`` "float16" or "int8" (weight matrices as int8
+    with per-channel scales: the form shipped in dexac_env/assets, about half the float16 size).
     ``sampler_steps``: the sampler steps the file's users get by default (the weights are
     unchanged; pick it with ``dexac evaluate --num-steps``, as docs/experiments.md E5 did)."""
     from world_model import WorldModel, WorldModelConfig  # noqa: PLC0415
@@ -72,13 +74,14 @@ def export_world_model(
     # 3. the inference file, and how it was made
     output = Path(output) if output is not None else run_dir / "model.safetensors"
     if compact:
-        path = Path(model.save_pretrained(str(output), inference_only=True, dtype="float16"))
+        path = Path(model.save_pretrained(str(output), inference_only=True, dtype=storage))
     else:
         path = Path(model.save_pretrained(str(output)))
     summary_path = run_dir / "summary.json"
     record = {
         "checkpoint": str(checkpoint_dir / tag),
         "sampler_steps": model_config.sampler.num_steps,
+        "storage": storage if compact else "float32",
         "run_config": run_config["run"],
         "summary": json.loads(summary_path.read_text()) if summary_path.is_file() else None,
     }
@@ -97,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         help="inference-only, float16 weights: about 2.5x smaller (for shipping)",
     )
     parser.add_argument(
+        "--storage",
+        choices=("float16", "int8"),
+        default="float16",
+        help="with --compact: int8 stores weight matrices as int8 with per-channel scales "
+        "(about half the float16 size; the shipped default)",
+    )
+    parser.add_argument(
         "--sampler-steps",
         type=int,
         default=None,
@@ -104,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     path = export_world_model(
-        args.run_dir, args.output, args.tag, compact=args.compact, sampler_steps=args.sampler_steps
+        args.run_dir,
+        args.output,
+        args.tag,
+        compact=args.compact,
+        sampler_steps=args.sampler_steps,
+        storage=args.storage,
     )
     print(f"wrote {path}")
     return 0

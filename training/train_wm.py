@@ -53,11 +53,33 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
             model.semantic_encoder.ssl_vit,
             wm_config.semantic.ssl_vit.to_dict(),
         )
+    if config.model.init_checkpoint:
+        start_from_checkpoint(model, config.model.init_checkpoint)
     # pixels were encoded once by cache_latents.py: the perception parts are not trained here
     for part in (model.tokenizer, model.semantic_encoder):
         if part is not None:
             part.requires_grad_(False)
     return model
+
+
+def start_from_checkpoint(model, path: str) -> None:
+    """Copy every tensor of the WorldModel file ``path`` into ``model`` (float32); tensors the
+    file lacks keep their init and are printed. A tensor the model lacks, or of another shape,
+    is a ConfigError: the file is not a smaller version of this model."""
+    from world_model import WorldModel  # noqa: PLC0415
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model.init_checkpoint {path} does not exist")
+    source = WorldModel.from_pretrained(path).float().state_dict()
+    target = model.state_dict()
+    wrong = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
+    if wrong:
+        raise ConfigError(
+            f"model.init_checkpoint {path} does not fit this model: {len(wrong)} tensors are "
+            f"missing from it or differ in shape, e.g. {wrong[:5]}"
+        )
+    missing, _ = model.load_state_dict(source, strict=False)
+    print(f"  init from {path}; kept their init: {missing or 'none'}", flush=True)
 
 
 def open_windows(data: WindowDataConfig, wm):
@@ -87,7 +109,10 @@ def world_model_run_config(config, model_config, action_mean, action_std) -> dic
     return {
         "run": to_dict(config),
         "world_model": model_config.to_dict(),
-        "action_stats": {"mean": list(map(float, action_mean)), "std": list(map(float, action_std))},
+        "action_stats": {
+            "mean": list(map(float, action_mean)),
+            "std": list(map(float, action_std)),
+        },
     }
 
 

@@ -28,15 +28,25 @@ SemanticDims = tuple[int, int] | None
 
 def _dit(config: WorldModelConfig, action_token_dim, semantic_dims, load_weights) -> nn.Module:
     del load_weights  # nothing external: every weight is in the world-model checkpoint
+    conditioning = config.conditioning
     return DiT(
         config.dit,
         latent_channels=config.tokenizer.latent_channels,
         action_token_dim=action_token_dim,
         semantic_dims=semantic_dims,
+        keypoint_prior=(
+            (conditioning.keypoint_sub, conditioning.keypoint_sigma)
+            if conditioning.keypoint_prior
+            else None
+        ),
     )
 
 
 def _cosmos(config: WorldModelConfig, action_token_dim, semantic_dims, load_weights) -> nn.Module:
+    if config.conditioning.keypoint_prior:
+        raise ValueError(
+            "conditioning.keypoint_prior is implemented for the dexac_dit backbone only"
+        )
     return CosmosDexAC(
         config.dit,
         config.cosmos,

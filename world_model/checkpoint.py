@@ -48,15 +48,37 @@ TRAINING_ONLY_PREFIXES = (
     "semantic_encoder.ssl_vit.teacher_head.",
     "semantic_encoder.ssl_vit.center",
 )
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.float16}
+# "int8": weight matrices and conv kernels of at least this many elements are stored as int8
+# with one float32 scale per output channel (symmetric, scale = max |w| / 127 over the
+# channel); everything else as float16. The scale of tensor NAME is the tensor NAME + SCALE.
+# Written here rather than with torch.ao / optimum-quanto: those keep quantised modules at run
+# time, while this is storage only (loading gives plain float weights and the same modules).
+INT8_MIN_ELEMENTS = 4096
+SCALE = ".int8_scale"
+
+
+def _quantise(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, ...) float -> (int8 of the same shape, float32 (out,) per-channel scales)."""
+    rows = tensor.float().flatten(1)  # (out, in ...)
+    scale = (rows.abs().amax(dim=1) / 127.0).clamp_min(1e-12)  # (out,); all-zero rows stay 0
+    quantised = torch.round(rows / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return quantised.view(tensor.shape), scale
+
+
+def _dequantise(quantised: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    shape = (-1,) + (1,) * (quantised.ndim - 1)
+    return quantised.float() * scale.view(shape)
 
 
 def save_world_model(model, path: str, inference_only: bool = False, dtype: str = "float32") -> str:
     """Write ``model`` to ``path`` (directory or .safetensors file); returns the file path.
 
     ``inference_only`` leaves out the tensors only ssl-vit training uses; ``dtype="float16"``
-    stores floating-point weights in half precision (loading casts back to the model's dtype).
-    Both exist to keep shipped checkpoints small; a compact file loads for inference only.
+    stores floating-point weights in half precision, ``dtype="int8"`` stores weight matrices
+    as int8 with per-output-channel scales and the rest in half precision (loading casts back
+    to the model's dtype). All exist to keep shipped checkpoints small; a compact file loads for
+    inference only.
     """
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
@@ -67,7 +89,14 @@ def save_world_model(model, path: str, inference_only: bool = False, dtype: str 
         if inference_only and name.startswith(TRAINING_ONLY_PREFIXES):
             continue
         tensor = tensor.detach().cpu()
-        if tensor.is_floating_point():
+        if (
+            dtype == "int8"
+            and tensor.is_floating_point()
+            and tensor.ndim >= 2
+            and (tensor.numel() >= INT8_MIN_ELEMENTS)
+        ):
+            tensor, tensors[name + SCALE] = _quantise(tensor)
+        elif tensor.is_floating_point():
             tensor = tensor.to(STORAGE_DTYPES[dtype])
         tensors[name] = tensor.contiguous()
     metadata = {
@@ -141,6 +170,12 @@ def read_weights(
     if inference_only:
         expected = {k: v for k, v in expected.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     with _open(target) as handle:
-        found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+        stored = set(handle.keys())
+        names = [name for name in stored if not name.endswith(SCALE)]
+        found = {name: tuple(handle.get_slice(name).get_shape()) for name in names}
         check_state(expected, found, target)
-        return {name: handle.get_tensor(name) for name in handle.keys()}
+        state = {name: handle.get_tensor(name) for name in names}
+        for name in names:
+            if name + SCALE in stored:  # int8 storage
+                state[name] = _dequantise(state[name], handle.get_tensor(name + SCALE))
+        return state

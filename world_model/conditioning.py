@@ -35,6 +35,7 @@ from torch import nn
 
 from world_model.action_tokenizer import ACTION_DIM, ActionNormalizer, ActionTokenizer
 from world_model.json_config import JSONConfig
+from world_model.keypoint_prior import project_action_keypoints
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,13 @@ class ConditioningConfig(JSONConfig):
             (isolates the normalisation from the tokenisation in an ablation).
         action_dropout: probability of replacing a training sample's actions by the learned
             "no action" input (enables classifier-free guidance on actions; 0 = off).
+        keypoint_prior: also give the DiT where the action puts the 12 tracked points in each
+            frame, as heatmaps (world_model/keypoint_prior.py; beyond the paper, issue #10).
+            Works with every variant; "no action" drops the heatmaps too.
+        camera: normalised intrinsics (fx / W, fy / H, cx / W, cy / H) of the camera the
+            training frames came from; required with ``keypoint_prior``.
+        keypoint_sub: heatmap cells per latent cell side.
+        keypoint_sigma: the heatmaps' Gaussian width, as a fraction of the image width.
     """
 
     variant: str = "dexac"
@@ -61,6 +69,10 @@ class ConditioningConfig(JSONConfig):
     global_heads: int = 4
     baseline_normalisation: str = "none"
     action_dropout: float = 0.0
+    keypoint_prior: bool = False
+    camera: tuple[float, float, float, float] | None = None
+    keypoint_sub: int = 4
+    keypoint_sigma: float = 1.0 / 32
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -77,6 +89,16 @@ class ConditioningConfig(JSONConfig):
             )
         if not 0.0 <= self.action_dropout < 1.0:
             raise ValueError(f"action_dropout must be in [0, 1), got {self.action_dropout}")
+        if self.keypoint_prior and (self.camera is None or len(self.camera) != 4):
+            raise ValueError(
+                "keypoint_prior needs camera = (fx / W, fy / H, cx / W, cy / H), the normalised "
+                f"intrinsics of the training frames, got {self.camera!r}"
+            )
+        if self.keypoint_sub < 1 or self.keypoint_sigma <= 0:
+            raise ValueError(
+                f"keypoint_sub must be >= 1 and keypoint_sigma > 0, got {self.keypoint_sub}, "
+                f"{self.keypoint_sigma}"
+            )
 
     @property
     def uses_local(self) -> bool:
@@ -91,6 +113,10 @@ class ActionConditioning:
     tokens: torch.Tensor | None = None  # (B, 57, C)
     global_emb: torch.Tensor | None = None  # (B, D)
     frame_emb: torch.Tensor | None = None  # (B, F, D)
+    # keypoint prior: image positions of the 12 tracked points in the last context frame and
+    # each predicted frame, and their weights (0 = not visible or "no action")
+    keypoints: torch.Tensor | None = None  # (B, 1 + F, 12, 2) image fractions
+    keypoint_weight: torch.Tensor | None = None  # (B, 1 + F, 12)
 
 
 def _zero_linear(in_features: int, out_features: int) -> nn.Linear:
@@ -176,7 +202,17 @@ class ActionConditioner(nn.Module):
                 f"action chunk must have shape (B, {self.num_rows}, {ACTION_DIM}), got {tuple(actions.shape)}"
             )
         keep = None if drop is None else (~drop).to(actions.dtype)[:, None, None]  # (B, 1, 1)
-        return self.condition(actions, keep)
+        conditioning = self.condition(actions, keep)
+        if self.config.keypoint_prior:
+            # the pose each frame shows: row 0 for the last context frame, the last row of
+            # each predicted frame's group of action rows for that frame
+            per_frame = (self.num_rows - 1) // self.chunk_frames
+            rows = actions[:, ::per_frame]  # (B, 1 + F, 57)
+            uv, visible = project_action_keypoints(rows, self.config.camera)
+            weight = visible.to(actions.dtype)  # (B, 1 + F, 12)
+            conditioning.keypoints = uv
+            conditioning.keypoint_weight = weight if keep is None else weight * keep
+        return conditioning
 
 
 class DexACConditioner(ActionConditioner):

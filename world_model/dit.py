@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from world_model.conditioning import ActionConditioning
@@ -30,6 +31,7 @@ from world_model.dit_layers import (
     zero_init,
 )
 from world_model.json_config import JSONConfig
+from world_model.keypoint_prior import KEYPOINTS, keypoint_patches
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,11 @@ class DiTContext:
     action_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
     semantic_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
     context_sigma: torch.Tensor | None = None
+    # keypoint prior (conditioning.keypoint_prior): per frame, zeros on the earlier context
+    # frames; ``keypoint_tokens`` caches their embedding over the sampler steps
+    keypoints: torch.Tensor | None = None  # (B, T, 12, 2) image fractions
+    keypoint_weight: torch.Tensor | None = None  # (B, T, 12)
+    keypoint_tokens: torch.Tensor | None = None  # (B, T, N, D)
 
 
 def frame_noise_levels(
@@ -179,6 +186,8 @@ class DiT(nn.Module):
         action_token_dim: width of action tokens for the local cross-attention, None if the
             conditioning variant has none.
         semantic_dims: (image feature dim, text feature dim) of the semantic branch, or None.
+        keypoint_prior: (heatmap cells per latent cell side, Gaussian width as a fraction of
+            the image) of the projected-keypoint prior (world_model/keypoint_prior.py), or None.
     """
 
     def __init__(
@@ -187,6 +196,7 @@ class DiT(nn.Module):
         latent_channels: int,
         action_token_dim: int | None = None,
         semantic_dims: tuple[int, int] | None = None,
+        keypoint_prior: tuple[int, float] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -214,6 +224,11 @@ class DiT(nn.Module):
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(dim, 2 * dim)))
         self.final_proj = zero_init(nn.Linear(dim, latent_channels * p * p))
+        self.keypoint_prior = keypoint_prior
+        if keypoint_prior is not None:
+            # zero-initialised: a model fine-tuned from one without the prior starts unchanged
+            cells = (p * keypoint_prior[0]) ** 2
+            self.keypoint_embed = zero_init(nn.Linear(KEYPOINTS * cells, dim))
 
     def semantic_keys_values(
         self, image: torch.Tensor, text: torch.Tensor
@@ -252,7 +267,25 @@ class DiT(nn.Module):
             if actions.tokens is None:
                 raise ValueError("this DiT has action cross-attention but got no action tokens")
             action_kv = [block.action_attn.keys_values(actions.tokens) for block in self.blocks]
-        return DiTContext(cond_extra=cond_extra, action_kv=action_kv, semantic_kv=semantic_kv)
+        context = DiTContext(cond_extra=cond_extra, action_kv=action_kv, semantic_kv=semantic_kv)
+        # 3. projected keypoints (last context frame + predicted frames), zeros before
+        if self.keypoint_prior is not None:
+            if actions.keypoints is None:
+                raise ValueError("this DiT has a keypoint prior but the conditioning has none")
+            earlier = context_frames - 1
+            context.keypoints = F.pad(actions.keypoints, (0, 0, 0, 0, earlier, 0))  # (B, T, 12, 2)
+            context.keypoint_weight = F.pad(actions.keypoint_weight, (0, 0, earlier, 0))
+        return context
+
+    def _keypoint_tokens(self, context: DiTContext, grid: tuple[int, int]) -> torch.Tensor:
+        """The prior's embedding (B, T, N, D), computed on the first sampler step only."""
+        if context.keypoint_tokens is None:
+            sub, sigma = self.keypoint_prior
+            patches = keypoint_patches(
+                context.keypoints, context.keypoint_weight, grid, self.config.patch_size, sub, sigma
+            )  # (B, T, N, K (p s)^2)
+            context.keypoint_tokens = self.keypoint_embed(patches)
+        return context.keypoint_tokens
 
     def forward(
         self, latents: torch.Tensor, sigma: torch.Tensor, context: DiTContext, context_frames: int
@@ -271,6 +304,8 @@ class DiT(nn.Module):
         x = x.unflatten(3, (h // p, p)).unflatten(5, (w // p, p))  # (B, T, C+1, h/p, p, w/p, p)
         x = x.permute(0, 1, 3, 5, 2, 4, 6).flatten(4).flatten(2, 3)  # (B, T, N, (C+1) p p)
         x = self.patch_embed(x)  # (B, T, N, D)
+        if self.keypoint_prior is not None:
+            x = x + self._keypoint_tokens(context, (h, w))  # (B, T, N, D)
         # 3. AdaLN input: timestep embedding per frame plus the action embeddings
         cond = self.time_embed(frame_sigma)  # (B, T, D)
         if context.cond_extra is not None:
