@@ -31,10 +31,11 @@ bench: venv
 clean-venv:
 	rm -rf $(VENV)
 
-# The embedded default, end to end (~2.5 h on 2 CPU cores; the default world model alone is
-# ~1 h of it, or ~4 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
+# The embedded default, end to end (~3.5 h on 2 CPU cores; the default world model alone is
+# ~2 h of it, or ~10 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
 # semantic encoder, cached latents and their training pack, the default DexAC world model (wide
-# DiT, 1-frame chunks, context noise: docs/experiments.md E3-E4), the tiny DexAC / mlp_global
+# DiT, 1-frame chunks, context noise: docs/experiments.md E3-E4; then fine-tuned with the
+# projected-keypoint prior in two stages and stored as int8: E8), the tiny DexAC / mlp_global
 # baseline pair at one budget, the default episode store, the long test store, the keypoint
 # detector and the evaluation tables. dexac_env/assets/README.md records what produced the files.
 default-model: venv
@@ -44,7 +45,9 @@ default-model: venv
 	$(PY) training/cache_latents.py --store data/sim.zarr --tokenizer checkpoints/tokenizer_tiny.safetensors --semantic checkpoints/ssl_vit_tiny.safetensors --wm-size tiny
 	$(PY) -m training.latent_pack --store data/sim.zarr --split train --out data/packs/sim_train_f16_sem1.npz --semantic-frames 1 --latent-dtype float16
 	$(PY) training/train_wm.py --config configs/wm/gpu/wide_step1.yaml
-	$(PY) training/export.py runs/gpu_wide_step1 --compact --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
+	$(PY) training/train_wm.py --config configs/wm/keypoints/prior.yaml
+	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_more.yaml
+	$(PY) training/export.py runs/keypoints_prior_more --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
 	$(PY) training/train_wm.py --config configs/wm/tiny.yaml
 	$(PY) training/train_wm.py --config configs/wm/tiny_mlp_global.yaml
 	$(PY) training/export.py runs/wm_tiny_dexac --compact --output benchmarks/checkpoints/tiny_dexac.safetensors

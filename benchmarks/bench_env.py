@@ -10,7 +10,9 @@ per-stage profile (predict / decode / reward / rest) of the batched rgb runs say
 time goes; the FLOPs of one batched step (``torch.utils.flop_counter``: matmuls, convolutions,
 attention) over its time give the achieved GFLOP/s, next to this machine's fp32 matmul rate
 measured in the same run. Several ``--sampling-steps`` are measured side by side (a distilled
-student of the same architecture costs what its teacher costs at the student's step count).
+student of the same architecture costs what its teacher costs at the student's step count);
+``--compile`` measures every row again with the network compiled (``torch.compile``), after
+the eager rows, in the same run.
 Uses the shipped checkpoint when present, else a randomly initialised tiny model (same
 architecture and cost; the JSON says which). Never part of the tests.
 """
@@ -80,15 +82,20 @@ def _model_and_store(tmp: str):
     return model, store, "random tiny (no shipped checkpoint)"
 
 
-def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=False):
+def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=False, flops=None):
+    """(env steps/s, time shares, achieved GFLOP/s, FLOPs of one step); ``flops``: the FLOPs
+    of one step when known (a compiled model's calls cannot be counted; they are the eager
+    model's)."""
     env = DexACWorldVectorEnv(n, max_episode_steps=None, checkpoint=model, store=store,
                               obs_mode=obs_mode, sampling_steps=sampling_steps, reward="learned")
     env.reset(seed=0)
     actions = env.core.pose.astype(np.float32)
-    env.step(actions)  # warm-up
-    with FlopCounterMode(display=False) as counter:
-        env.step(actions)
-    flops_per_step = counter.get_total_flops()
+    env.step(actions)  # warm-up (and compilation, when compiled)
+    if flops is None:
+        with FlopCounterMode(display=False) as counter:
+            env.step(actions)
+        flops = counter.get_total_flops()
+    flops_per_step = flops
     timer = StageTimer(model) if profile else None
     start = time.perf_counter()
     for _ in range(steps):
@@ -99,7 +106,7 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
         timer.restore()
         stages = {k: round(v / elapsed, 3) for k, v in timer.totals.items()}
         stages["rest"] = round(1 - sum(stages.values()), 3)
-    return n * steps / elapsed, stages, flops_per_step * steps / elapsed / 1e9
+    return n * steps / elapsed, stages, flops_per_step * steps / elapsed / 1e9, flops_per_step
 
 
 def bench_loop(model, store, n, obs_mode, steps, sampling_steps):
@@ -133,13 +140,15 @@ def bench_sim(steps: int) -> float | None:
     return rate
 
 
-def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul) -> dict:
+def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul, flops=None) -> dict:
     """One row: n envs batched vs a loop of n single envs, and the batched step's GFLOP/s."""
-    batched, stages, gflops = bench_batched(
-        model, store, n, obs_mode, steps, sampling_steps, profile=obs_mode == "rgb"
+    batched, stages, gflops, flops = bench_batched(
+        model, store, n, obs_mode, steps, sampling_steps, obs_mode == "rgb", flops
     )
     loop = bench_loop(model, store, n, obs_mode, steps, sampling_steps)
     return {
+        "compiled": False,
+        "flops_per_batched_step": flops,
         "sampling_steps": sampling_steps,
         "obs_mode": obs_mode,
         "num_envs": n,
@@ -159,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         "--sampling-steps", type=int, nargs="+", default=None, help="default: the model's"
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="then the same rows again with the network compiled (WorldModel.compile_network)",
+    )
     parser.add_argument("--out", default="benchmarks/results/env.json")
     args = parser.parse_args(argv)
     matmul = matmul_gflops(torch.device("cpu"))
@@ -169,13 +183,22 @@ def main(argv: list[str] | None = None) -> int:
         model.requires_grad_(False)
         all_steps = args.sampling_steps or [model.config.sampler.num_steps]
         rows = []
-        for sampling_steps in all_steps:
-            for obs_mode in ("rgb", "latent"):
-                for n in args.sizes:
-                    rows.append(
-                        _compare(model, store, n, obs_mode, args.steps, sampling_steps, matmul)
-                    )
-                    print(json.dumps(rows[-1]))
+        for compiled in (False, True) if args.compile else (False,):
+            if compiled:  # in place: every row after this one runs the compiled network
+                model.compile_network()
+            for sampling_steps in all_steps:
+                for obs_mode in ("rgb", "latent"):
+                    for n in args.sizes:
+                        eager = next(
+                            (r for r in rows if (r["sampling_steps"], r["obs_mode"], r["num_envs"])
+                             == (sampling_steps, obs_mode, n)), None
+                        )
+                        row = _compare(
+                            model, store, n, obs_mode, args.steps, sampling_steps, matmul,
+                            eager["flops_per_batched_step"] if eager else None,
+                        )
+                        rows.append({**row, "compiled": compiled})
+                        print(json.dumps(rows[-1]))
         sim = bench_sim(max(args.steps * 4, 20))
         print(f"simulator env steps/s: {sim}")
     frames_per_step = model.config.action_frames

@@ -139,7 +139,7 @@ def bench(
             rows.append(_row(name, batch, steps, flops, _time(fn, repeats, device)))
     if compile_dit:
         # in place (state-dict names unchanged); every shape below compiles once, on first call
-        model.dit.compile(dynamic=False)
+        model.compile_network()
         for batch in batches:
             for name, fn in calls[batch].items():
                 start = time.perf_counter()

@@ -88,6 +88,10 @@ class WorldEnvConfig(EnvKwargs):
     reward: ``"learned"``, ``"goal_image"``, ``"pose_tracking"`` or a callable (rewards.py).
     device: torch device the model runs on.
     render_mode: None or ``"rgb_array"``.
+    compile: compile the world model's network with ``torch.compile`` (TorchInductor; on a
+        CPU it needs a C++ compiler). The first step at each batch size pays the compile time
+        (tens of seconds); a ``WorldModel`` instance passed as ``checkpoint`` is compiled in
+        place. docs/env.md gives the measured gain.
     """
 
     checkpoint: Any = None
@@ -101,11 +105,14 @@ class WorldEnvConfig(EnvKwargs):
     reward: Any = "learned"
     device: str = "cpu"
     render_mode: str | None = None
+    compile: bool = False
 
     ENV_ID: ClassVar[str] = "DexACWorld-v0"
 
     def __post_init__(self) -> None:
         self.check("frames_per_step", "sampling_steps")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
 
 
 @dataclass
@@ -130,6 +137,8 @@ class WorldCore:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.model, self.config, self.num_envs, self.store = model, config, num_envs, store
         self.device = torch.device(config.device)
+        if config.compile:
+            model.compile_network()
         self.reward_fn: Reward = make_reward(config.reward)
         wm = model.config
         self.context_frames = int(wm.context_frames)

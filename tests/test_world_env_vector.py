@@ -137,3 +137,8 @@ def test_branched_state_carries_each_envs_goal_and_time_limit(tiny_model, store_
     _, _, _, truncated, _ = envs.step(envs.core.pose.astype(np.float32))
     assert truncated.tolist() == [True, True]
     envs.close()
+
+
+def test_compile_is_a_bool(tiny_model):
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        WorldEnvConfig(checkpoint=tiny_model, compile="yes")

@@ -155,6 +155,12 @@ class WorldModel(nn.Module):
             self._semantic_cache = (weakref.ref(semantic), kv)
         return kv
 
+    def compile_network(self, **options) -> None:
+        """``torch.compile`` the network in place (state-dict names unchanged), with fixed
+        shapes: each batch size compiles once, on its first call. ``options`` go to
+        ``nn.Module.compile`` (e.g. ``mode="reduce-overhead"`` for CUDA graphs on a GPU)."""
+        self.dit.compile(dynamic=False, **options)
+
     def clear_cache(self) -> None:
         """Forget cached per-rollout tensors (call after changing the weights in place)."""
         self._semantic_cache = None
