@@ -47,7 +47,8 @@ default-model: venv
 	$(PY) training/train_wm.py --config configs/wm/gpu/wide_step1.yaml
 	$(PY) training/train_wm.py --config configs/wm/keypoints/prior.yaml
 	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_more.yaml
-	$(PY) training/export.py runs/keypoints_prior_more --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
+	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_stage3.yaml
+	$(PY) training/export.py runs/keypoints_prior_stage3 --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
 	$(PY) training/train_wm.py --config configs/wm/tiny.yaml
 	$(PY) training/train_wm.py --config configs/wm/tiny_mlp_global.yaml
 	$(PY) training/export.py runs/wm_tiny_dexac --compact --output benchmarks/checkpoints/tiny_dexac.safetensors
