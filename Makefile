@@ -31,8 +31,8 @@ bench: venv
 clean-venv:
 	rm -rf $(VENV)
 
-# The embedded default, end to end (~3.5 h on 2 CPU cores; the default world model alone is
-# ~2 h of it, or ~10 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
+# The embedded default, end to end (~4 h on 2 CPU cores; the default world model alone is
+# ~2.5 h of it, or ~10 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
 # semantic encoder, cached latents and their training pack, the default DexAC world model (wide
 # DiT, 1-frame chunks, context noise: docs/experiments.md E3-E4; then fine-tuned with the
 # projected-keypoint prior in two stages and stored as int8: E8), the tiny DexAC / mlp_global
