@@ -35,7 +35,7 @@ clean-venv:
 # ~2.5 h of it, or ~10 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
 # semantic encoder, cached latents and their training pack, the default DexAC world model (wide
 # DiT, 1-frame chunks, context noise: docs/experiments.md E3-E4; then fine-tuned with the
-# projected-keypoint prior in two stages and stored as int8: E8), the tiny DexAC / mlp_global
+# projected-keypoint prior in three stages and stored as int8: E8), the tiny DexAC / mlp_global
 # baseline pair at one budget, the default episode store, the long test store, the keypoint
 # detector and the evaluation tables. dexac_env/assets/README.md records what produced the files.
 default-model: venv
