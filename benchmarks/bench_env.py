@@ -183,20 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         model.requires_grad_(False)
         all_steps = args.sampling_steps or [model.config.sampler.num_steps]
         rows = []
+        eager_flops = {}  # (sampling steps, obs mode, envs) -> FLOPs of one batched step
         for compiled in (False, True) if args.compile else (False,):
             if compiled:  # in place: every row after this one runs the compiled network
                 model.compile_network()
             for sampling_steps in all_steps:
                 for obs_mode in ("rgb", "latent"):
                     for n in args.sizes:
-                        eager = next(
-                            (r for r in rows if (r["sampling_steps"], r["obs_mode"], r["num_envs"])
-                             == (sampling_steps, obs_mode, n)), None
-                        )
-                        row = _compare(
-                            model, store, n, obs_mode, args.steps, sampling_steps, matmul,
-                            eager["flops_per_batched_step"] if eager else None,
-                        )
+                        key = (sampling_steps, obs_mode, n)
+                        row = _compare(model, store, n, obs_mode, args.steps, sampling_steps,
+                                       matmul, eager_flops.get(key))
+                        eager_flops.setdefault(key, row["flops_per_batched_step"])
                         rows.append({**row, "compiled": compiled})
                         print(json.dumps(rows[-1]))
         sim = bench_sim(max(args.steps * 4, 20))

@@ -81,12 +81,22 @@ def test_config_round_trips_through_json():
         WorldModelConfig.from_dict({"depth": 3})
 
 
+def _assert_predicts_like(loaded, model, features=None):
+    """``loaded`` samples what ``model`` samples from the same context, actions and noise."""
+    cfg = model.config
+    context, actions = latents(model, 2, cfg.context_frames), gap_actions(2, cfg.action_rows)
+    gen = torch.Generator()
+    torch.testing.assert_close(
+        loaded.predict(context, actions, features, gen.manual_seed(3), num_steps=3),
+        model.predict(context, actions, features, gen.manual_seed(3), num_steps=3),
+        rtol=0,
+        atol=5e-2,
+    )
+
+
 def test_compact_inference_checkpoint_is_smaller_and_predicts_the_same(tmp_path):
     model = tiny_model("dexac")
     wake(model)
-    cfg = model.config
-    context = latents(model, 2, cfg.context_frames)
-    actions = gap_actions(2, cfg.action_rows)
     frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     full = model.save_pretrained(str(tmp_path / "full.safetensors"))
     compact = model.save_pretrained(
@@ -100,13 +110,7 @@ def test_compact_inference_checkpoint_is_smaller_and_predicts_the_same(tmp_path)
     torch.testing.assert_close(
         loaded.encode_semantic(frames, ["push", "lift"]).image, features.image, rtol=0, atol=2e-2
     )
-    gen = torch.Generator()
-    torch.testing.assert_close(
-        loaded.predict(context, actions, features, gen.manual_seed(3), num_steps=3),
-        model.predict(context, actions, features, gen.manual_seed(3), num_steps=3),
-        rtol=0,
-        atol=5e-2,
-    )
+    _assert_predicts_like(loaded, model, features)
     with pytest.raises(ValueError, match="dtype must be one of"):
         model.save_pretrained(str(tmp_path / "x.safetensors"), dtype="int4")
 
@@ -128,12 +132,4 @@ def test_int8_storage_halves_the_file_within_half_a_step_per_weight(tmp_path):
             step = handle.get_tensor(name + ".int8_scale").view(-1, *[1] * (weight.ndim - 1))
             error = (loaded.state_dict()[name] - weight).abs()
             assert (error <= step / 2 + 1e-6).all(), name
-    cfg = model.config
-    context, actions = latents(model, 2, cfg.context_frames), gap_actions(2, cfg.action_rows)
-    gen = torch.Generator()
-    torch.testing.assert_close(
-        loaded.predict(context, actions, None, gen.manual_seed(3), num_steps=3),
-        model.predict(context, actions, None, gen.manual_seed(3), num_steps=3),
-        rtol=0,
-        atol=5e-2,
-    )
+    _assert_predicts_like(loaded, model)
