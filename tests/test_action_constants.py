@@ -31,3 +31,21 @@ def test_family_index_follows_dexac_env_slices():
             assert (action_tokenizer.FAMILY_INDEX[part] == family_id).all(), (family, part)
             covered[part] += 1
     assert (covered == 1).all()
+
+
+def test_keypoint_prior_restates_the_layout_and_visibility_rule():
+    """world_model/keypoint_prior.py restates the pose slices, the keypoint count and the
+    visibility rule's depth of dexac_env/actions.py."""
+    from world_model import keypoint_prior  # noqa: PLC0415
+
+    assert keypoint_prior.KEYPOINTS == len(actions.KEYPOINT_NAMES)
+    assert keypoint_prior.MIN_DEPTH == actions.MIN_DEPTH
+    assert (keypoint_prior._HEAD, keypoint_prior._LEFT_WRIST, keypoint_prior._RIGHT_WRIST) == (
+        actions.HEAD.start,
+        actions.LEFT_WRIST.start,
+        actions.RIGHT_WRIST.start,
+    )
+    assert (keypoint_prior._LEFT_TIPS, keypoint_prior._RIGHT_TIPS) == (
+        actions.LEFT_FINGERS.start,
+        actions.RIGHT_FINGERS.start,
+    )

@@ -10,7 +10,8 @@ heatmap cells to its patch tokens (``DiT.keypoint_embed``), so a model fine-tune
 without the prior starts as the same function.
 
 The projection restates ``dexac_env.actions.project_keypoints`` in torch (the world model
-imports nothing from the env); ``tests/test_keypoint_prior.py`` checks that the two agree.
+imports nothing from the env); ``tests/test_keypoint_prior.py`` checks that the two agree,
+``tests/test_action_constants.py`` that the restated constants do.
 Conventions (docs: ``DESIGN.md``, the 57-DoF action): head and wrists in the episode frame,
 fingertips in their wrist's frame, rotations as 6D, the camera in the pinhole convention
 (x right, y down, z forward).
