@@ -161,16 +161,32 @@ class WorldBranch:
 
 
 class SimBranch:
-    """Scores sequences in a private simulator restored to the real one's state."""
+    """Scores sequences in a private simulator restored to the real one's state.
 
-    def __init__(self, config: AgentEnvConfig, limits: StepLimits | None = None):
+    By default with the task's true reward (the oracle model). With ``objective`` (a world
+    reward, e.g. ``"task_head_log:PATH"``) and ``model``, the simulator's frames are encoded
+    by the world model and scored by that reward instead, with the same ``view_penalty`` as
+    :class:`WorldBranch`: the planner then sees true dynamics through the learned objective,
+    which separates what the objective costs from what imagination costs.
+    """
+
+    def __init__(self, config: AgentEnvConfig, limits: StepLimits | None = None,
+                 objective: str | None = None, model: Any = None, view_penalty: float = 0.0):
         from dexac_env.sim.env import DexACSimEnv  # noqa: PLC0415
 
+        if objective is not None and model is None:
+            raise ValueError("a learned objective in the simulator needs the world model")
         self.sim = DexACSimEnv(task=config.task, color_split=config.color_split)
         self.sim.reset(seed=0)
         self.delta = DeltaPose(1, config.action_set, limits)
         self.root: dict[str, Any] | None = None
         self.root_delta: DeltaPoseState | None = None
+        self.model, self.view_penalty = model, view_penalty
+        self.reward_fn = None
+        if objective is not None:
+            from dexac_env.rewards import make_reward  # noqa: PLC0415
+
+            self.reward_fn = make_reward(objective)
 
     def sync(self, sim_state: dict[str, Any], delta: DeltaPoseState) -> None:
         self.root, self.root_delta = sim_state, delta
@@ -179,13 +195,40 @@ class SimBranch:
         if self.root is None:
             raise RuntimeError("call sync before scoring")
         returns = np.zeros(len(sequences))
+        frames, poses = [], []
         for k, sequence in enumerate(sequences):
             self.sim.set_state(self.root)
             self.delta.set_state(self.root_delta)
             for action in sequence:
-                _, reward, *_ = self.sim.step(self.delta(action[None])[0].astype(np.float32))
+                pose = self.delta(action[None])[0].astype(np.float32)
+                obs, reward, _, _, info = self.sim.step(pose)
                 returns[k] += reward
-        return returns
+                frames.append(obs["image"])
+                poses.append(pose)
+        if self.reward_fn is None:
+            return returns
+        return self._learned_returns(np.stack(frames), np.stack(poses), sequences.shape[:2], info)
+
+    def _learned_returns(self, frames: np.ndarray, poses: np.ndarray, shape: tuple[int, int],
+                         info: dict[str, Any]) -> np.ndarray:
+        from dexac_env.rewards import RewardInput  # noqa: PLC0415
+
+        model = self.model
+        with torch.no_grad():
+            pixels = torch.from_numpy(frames)[:, None].to(model.device)  # (K H, 1, H, W, 3)
+            latents = model.encode(pixels)  # (K H, 1, C, h, w)
+            semantic = model.encode_semantic(pixels[:1, 0], [info["task_description"]])
+            text = semantic.text.expand(len(frames), -1, -1)
+        reward = self.reward_fn(RewardInput(
+            latents=latents, pose=poses.astype(np.float64), frame_index=np.zeros(len(frames), np.int64),
+            demo_actions=[], goal_latent=None, action_std=np.ones(poses.shape[1]), model=model,
+            semantic=type(semantic)(semantic.image.expand(len(frames), -1, -1), text)))
+        reward = np.asarray(reward, np.float64)
+        if self.view_penalty > 0:
+            _, visible = project_keypoints(poses.astype(np.float64), info["intrinsics"],
+                                           frames.shape[2], frames.shape[1])
+            reward -= self.view_penalty * (~visible).sum(axis=1)
+        return reward.reshape(shape).sum(axis=1)
 
     def close(self) -> None:
         self.sim.close()

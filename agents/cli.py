@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_EVAL_SEED = 1000  # held-out seeds start here (training draws from its own seed)
+OBJECTIVES = ("learned", "goal_image", "task_head", "task_head_log")
 
 
 def _env_args(p: argparse.ArgumentParser) -> None:
@@ -35,8 +36,13 @@ def _env_args(p: argparse.ArgumentParser) -> None:
 
 def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planner", choices=("cem", "mppi"), default="cem")
-    p.add_argument("--objective", choices=("learned", "goal_image"), default="learned",
-                   help="imagination's objective (the simulator plans on its true reward)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="learned",
+                   help="imagination's objective (the simulator plans on its true reward): the "
+                        "world model's reward head, a goal frame, or the task reward head of "
+                        "--reward-head (its reward, or its log-reward)")
+    p.add_argument("--reward-head", default=None,
+                   help="task reward head (training/train_task_reward.py) for the task_head "
+                        "objectives; eval also scores imagined returns with it")
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--population", type=int, default=16)
     p.add_argument("--iterations", type=int, default=2)
@@ -83,7 +89,8 @@ def register(subparsers) -> None:
     _env_args(ev)
     _planner_args(ev)
     ev.add_argument("--policy", action="append", required=True,
-                    help="random | expert | mpc_world | mpc_sim | NAME=PATH/model.zip (repeat)")
+                    help="random | expert | mpc_world | mpc_sim | mpc_sim_learned (true dynamics, imagination's "
+                         "objective) | NAME=PATH/model.zip (repeat)")
     ev.add_argument("--seeds", type=int, default=20)
     ev.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED)
     ev.add_argument("--no-imagined", action="store_true", help="skip the imagined-return replay")
@@ -131,14 +138,30 @@ def build_policy(spec: str, args: argparse.Namespace):
         return policies.RandomPolicy()
     if spec == "expert":
         return policies.ExpertPolicy()
-    if spec in ("mpc_world", "mpc_sim"):
+    if spec in ("mpc_world", "mpc_sim", "mpc_sim_learned"):
         return build_mpc(spec.removeprefix("mpc_"), args)
     if "=" in spec:
         from agents.train import load_model  # noqa: PLC0415
 
         name, path = spec.split("=", 1)
         return policies.SB3Policy(load_model(path), name)
-    raise ValueError(f"unknown policy {spec!r}: random | expert | mpc_world | mpc_sim | NAME=PATH")
+    raise ValueError(f"unknown policy {spec!r}: random | expert | mpc_world | mpc_sim | "
+                     "mpc_sim_learned | NAME=PATH")
+
+
+def objective_spec(args: argparse.Namespace) -> str:
+    """The world reward spec of ``--objective`` (``task_head*`` name ``--reward-head``'s file)."""
+    if args.objective.startswith("task_head"):
+        if not args.reward_head:
+            raise ValueError(f"--objective {args.objective} needs --reward-head PATH")
+        return f"{args.objective}:{args.reward_head}"
+    return args.objective
+
+
+def _imagined_reward(args: argparse.Namespace) -> str:
+    """What scores the imagined return: the task reward head when one is given (it predicts
+    the simulator's reward, so imagined and real returns compare), else the learned head."""
+    return f"task_head:{args.reward_head}" if args.reward_head else "learned"
 
 
 def build_mpc(model: str, args: argparse.Namespace):
@@ -152,13 +175,19 @@ def build_mpc(model: str, args: argparse.Namespace):
     planner = make_planner(args.planner, action_dim(args.action_set), config)
     goal_fn = None
     if model == "world":
-        scorer = WorldBranch(_env_config(args, "world"), args.population, args.objective,
+        scorer = WorldBranch(_env_config(args, "world"), args.population, objective_spec(args),
                              support_penalty=args.support_penalty,
                              view_penalty=args.view_penalty)
         if args.objective == "goal_image":
             from agents.goals import expert_goal_frame  # noqa: PLC0415
 
             goal_fn = expert_goal_frame
+    elif model == "sim_learned":  # true dynamics, learned objective: a diagnostic
+        from dexac_env.world_core import load_world_model  # noqa: PLC0415
+
+        scorer = SimBranch(_env_config(args, "sim", color_split="test"),
+                           objective=objective_spec(args), model=load_world_model(args.checkpoint),
+                           view_penalty=args.view_penalty)
     else:
         scorer = SimBranch(_env_config(args, "sim", color_split="test"))
     return MPCPolicy(planner, scorer, f"mpc_{model}_{args.planner}", goal_fn, args.replan_every)
@@ -169,7 +198,8 @@ def run_plan(args: argparse.Namespace) -> int:
 
     policy = build_mpc(args.model, args)
     sim = _env_config(args, "sim", color_split="test")
-    world = _env_config(args, "world") if args.model == "world" else None
+    world = (_env_config(args, "world", reward=_imagined_reward(args))
+             if args.model == "world" else None)
     summary = evaluate_policy(policy, sim, [args.seed], world, video=args.out)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}, indent=2))
     return 0
@@ -182,7 +212,7 @@ def run_eval(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     sim = _env_config(args, "sim", color_split="test")
-    world = None if args.no_imagined else _env_config(args, "world")
+    world = None if args.no_imagined else _env_config(args, "world", reward=_imagined_reward(args))
     rows = []
     for spec in args.policy:
         policy = build_policy(spec, args)
@@ -190,7 +220,7 @@ def run_eval(args: argparse.Namespace) -> int:
         rows.append(evaluate_policy(policy, sim, seeds, world, video=video))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         result = {"command": "dexac " + shlex.join(sys.argv[1:]), "task": args.task,
-                  "seeds": seeds, "policies": rows}
+                  "seeds": seeds, "imagined_reward": _imagined_reward(args), "policies": rows}
         out.write_text(json.dumps(result, indent=2))  # after every policy: partial results survive
     table = markdown_table(rows)
     out.with_suffix(".md").write_text(f"`{result['command']}`\n\n{table}\n")

@@ -65,11 +65,12 @@ def info_image(obs: dict) -> np.ndarray:
 
 
 def imagined_returns(world: AgentEnvConfig, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
-    """Replay each episode's poses open-loop in imagination from its first frame.
+    """Replay each episode's poses open-loop in imagination from its first frame, scored with
+    ``world.reward`` (the learned head by default).
 
     Returns (imagined return per episode (N,), imagined frames of episode 0 (T + 1, H, W, 3)).
     """
-    venv = world_vector_env(world, len(episodes), reward="learned")
+    venv = world_vector_env(world, len(episodes), reward=world.reward)
     core = venv.core
     count = core.context_pixel_frames
     state = state_from_frames(

@@ -12,6 +12,11 @@ name with ``reward=...``:
 - ``"pose_tracking"``: minus the mean squared per-dimension z-score between the commanded
   pose and the demonstration's pose for the same frame (the stored ``action``; past the
   demonstration's end its last pose). 0 means "exactly on the demonstration".
+- ``"task_head:PATH"`` / ``"task_head_log:PATH"``: a task reward head trained by
+  ``training/train_task_reward.py`` (``world_model.task_reward``) on the newest predicted latent
+  frame, the commanded pose and the task text: its predicted simulator reward, or the
+  logarithm of it (for planners: linear in the distance to the object on touch and push, so
+  it still ranks poses far from it).
 - any callable ``fn(RewardInput) -> array-like (N,)``.
 """
 
@@ -26,7 +31,7 @@ import torch
 
 from world_model.action_tokenizer import STD_FLOOR
 
-REWARD_NAMES = ("learned", "goal_image", "pose_tracking")
+REWARD_NAMES = ("learned", "goal_image", "pose_tracking", "task_head:PATH", "task_head_log:PATH")
 
 
 def action_scale(store: Any) -> np.ndarray:
@@ -49,6 +54,8 @@ class RewardInput:
     goal_latent: (N, C, h, w) latent of each episode's goal frame, or None if not needed.
     action_std: (57,) per-dimension action scale used to normalise pose errors.
     model: the world model (for learned heads).
+    semantic: the model's semantic features of the N envs (``.text`` (N, 1, D): the task
+        text's embedding), or None where the env has none.
     """
 
     latents: torch.Tensor
@@ -58,6 +65,7 @@ class RewardInput:
     goal_latent: torch.Tensor | None
     action_std: np.ndarray
     model: Any
+    semantic: Any = None
 
 
 class Reward:
@@ -101,6 +109,30 @@ class PoseTrackingReward(Reward):
         return -np.mean(z**2, axis=1)
 
 
+class TaskHeadReward(Reward):
+    """A task reward head (``world_model.task_reward``) read from ``path``; ``log`` scores
+    with its log-reward output instead of its reward."""
+
+    def __init__(self, path: str, log: bool = False):
+        from world_model.task_reward import load_task_reward  # noqa: PLC0415
+
+        self.head = load_task_reward(path)
+        self.log = bool(log)
+        self.name = ("task_head_log:" if log else "task_head:") + str(path)
+
+    def __call__(self, step: RewardInput) -> np.ndarray:
+        if step.semantic is None:
+            raise ValueError("the task_head reward needs the task text's embedding: a world model "
+                             "with a semantic branch, in DexACWorld-v0")
+        device = step.latents.device
+        self.head.to(device)
+        with torch.no_grad():
+            reward, log_reward, _ = self.head(
+                step.latents[:, -1], torch.as_tensor(step.pose, dtype=torch.float32, device=device),
+                step.semantic.text[:, 0].to(device, torch.float32))
+        return (log_reward if self.log else reward).double().cpu().numpy()
+
+
 class CallableReward(Reward):
     """Wraps a user function ``fn(RewardInput) -> (N,)``; its output is checked."""
 
@@ -120,6 +152,9 @@ def make_reward(spec: str | Reward | Callable[[RewardInput], Any]) -> Reward:
     if isinstance(spec, str):
         builtins = {"learned": LearnedReward, "goal_image": GoalImageReward,
                     "pose_tracking": PoseTrackingReward}
+        for prefix, log in (("task_head:", False), ("task_head_log:", True)):
+            if spec.startswith(prefix) and len(spec) > len(prefix):
+                return TaskHeadReward(spec[len(prefix):], log=log)
         if spec not in builtins:
             raise ValueError(f"reward must be one of {REWARD_NAMES} or a callable, got {spec!r}")
         return builtins[spec]()

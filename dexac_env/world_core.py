@@ -246,6 +246,7 @@ class WorldCore:
             latents=latents, pose=self.pose, frame_index=self.frame_index,
             demo_actions=[self.demo_actions(name) for name, _ in self.episodes],
             goal_latent=self.goal_latent, action_std=self.action_std, model=self.model,
+            semantic=self._semantic(),
         ))
         return check_reward_output(reward, self.num_envs, self.reward_fn.name), latents
 

@@ -48,15 +48,16 @@ def keypoints_3d(actions: torch.Tensor) -> torch.Tensor:
     return torch.cat(points, dim=-2)  # (..., 12, 3)
 
 
-def project_action_keypoints(
+def camera_keypoints(
     actions: torch.Tensor, camera: tuple[float, float, float, float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image positions of the 12 tracked points that ``actions`` put in each frame.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 12 tracked points of ``actions`` in the camera's frame, and where it images them.
 
     actions: (..., 57) raw units; camera: normalised intrinsics (fx / W, fy / H, cx / W,
-    cy / H). Returns (uv (..., 12, 2) as fractions of the image width / height, 0 at the left /
-    top edge; visible (..., 12) bool: in front of the camera and inside the image). uv is 0
-    where a point is not visible.
+    cy / H). Returns (points (..., 12, 3) in the camera frame, metres, x right, y down,
+    z forward; uv (..., 12, 2) as fractions of the image width / height, 0 at the left / top
+    edge, 0 where not visible; visible (..., 12) bool: in front of the camera and inside the
+    image).
     """
     points = keypoints_3d(actions)  # (..., 12, 3)
     camera_rotation = matrix_from_rot6d(actions[..., _HEAD + 3 : _HEAD + 9])  # (..., 3, 3)
@@ -68,7 +69,21 @@ def project_action_keypoints(
     fx, fy, cx, cy = camera
     uv = torch.stack([fx * in_camera[..., 0] / safe + cx, fy * in_camera[..., 1] / safe + cy], -1)
     visible = (depth > MIN_DEPTH) & (uv >= 0).all(-1) & (uv < 1).all(-1)
-    return torch.where(visible[..., None], uv, torch.zeros_like(uv)), visible
+    return in_camera, torch.where(visible[..., None], uv, torch.zeros_like(uv)), visible
+
+
+def project_action_keypoints(
+    actions: torch.Tensor, camera: tuple[float, float, float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image positions of the 12 tracked points that ``actions`` put in each frame.
+
+    actions: (..., 57) raw units; camera: normalised intrinsics (fx / W, fy / H, cx / W,
+    cy / H). Returns (uv (..., 12, 2) as fractions of the image width / height, 0 at the left /
+    top edge; visible (..., 12) bool: in front of the camera and inside the image). uv is 0
+    where a point is not visible.
+    """
+    _, uv, visible = camera_keypoints(actions, camera)
+    return uv, visible
 
 
 def keypoint_heatmaps(
