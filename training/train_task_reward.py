@@ -118,7 +118,7 @@ def encode_frames(model: Any, episodes: list[Any], data: TaskRewardDataConfig,
                   imagined: bool, desc: str) -> dict[str, np.ndarray]:
     """Per frame: latents (N, C, h, w), actions (N, 57), text (N, D), reward, success, task,
     episode index, and ``imagined`` (bool). Imagined rows skip the context frames (they are
-    the true frames)."""
+    the true frames). Every episode is cut to the shortest one's length (one batched rollout)."""
     from world_model.rollout import rollout_latents  # noqa: PLC0415
 
     rows: dict[str, list[np.ndarray]] = {k: [] for k in (
