@@ -205,3 +205,16 @@ def test_training_entry_writes_a_scored_head_and_reuses_its_cache(tmp_path):
     stamps = [c.stat().st_mtime_ns for c in caches]
     assert main([*args, "--resume"]) == 0
     assert [c.stat().st_mtime_ns for c in caches] == stamps  # read, not re-encoded
+
+
+def test_shipped_head_fits_the_shipped_world_model():
+    """The shipped head reads the shipped model's latents and text embedding: if the default
+    world model is retrained with another latent shape, the head must be retrained too."""
+    from dexac_env.defaults import ASSETS_DIR, load_world_model
+
+    head = load_task_reward(ASSETS_DIR / "task_reward_touch.safetensors")
+    model = load_world_model(None)
+    probe = model.encode(torch.zeros(1, 1, 64, 64, 3, dtype=torch.uint8))
+    assert (head.config.latent_channels, head.config.latent_size) == (probe.shape[2], probe.shape[3])
+    assert head.config.text_dim == 384
+    assert tuple(head.config.camera) == tuple(model.config.conditioning.camera)
