@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from world_model.action_tokenizer import ACTION_DIM
 from world_model.json_config import JSONConfig
 from world_model.keypoint_prior import KEYPOINTS, camera_keypoints, keypoint_heatmaps
 
@@ -118,12 +119,13 @@ class TaskRewardHead(nn.Module):
         if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
             raise ValueError(f"latents must have shape (B, {expected}), got {tuple(latents.shape)}")
         b = latents.shape[0]
-        if tuple(actions.shape) != (b, 57) or tuple(text.shape) != (b, cfg.text_dim):
+        if tuple(actions.shape) != (b, ACTION_DIM) or tuple(text.shape) != (b, cfg.text_dim):
             raise ValueError(
-                f"actions must be ({b}, 57) and text ({b}, {cfg.text_dim}), got "
+                f"actions must be ({b}, {ACTION_DIM}) and text ({b}, {cfg.text_dim}), got "
                 f"{tuple(actions.shape)} and {tuple(text.shape)}"
             )
         maps, point_features = self.keypoint_inputs(actions.float())
+        text = text.float()
         grid = F.interpolate(latents.float(), scale_factor=cfg.sub, mode="nearest")
         x = F.silu(self.film1(self.stem(torch.cat([grid, maps], 1)), text))
         x = F.silu(self.film2(self.down1(x), text))
