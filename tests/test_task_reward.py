@@ -205,6 +205,9 @@ def test_training_entry_writes_a_scored_head_and_reuses_its_cache(tmp_path):
     stamps = [c.stat().st_mtime_ns for c in caches]
     assert main([*args, "--resume"]) == 0
     assert [c.stat().st_mtime_ns for c in caches] == stamps  # read, not re-encoded
+    scores = tmp_path / "scores.json"
+    assert main([*args, "--score", str(out), "--score-out", str(scores)]) == 0
+    assert json.loads(scores.read_text())["heads"][str(out)] == report["scores"]
 
 
 def test_shipped_head_fits_the_shipped_world_model():

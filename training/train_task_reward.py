@@ -2,6 +2,8 @@
 
     python -m training.train_task_reward --config configs/task_reward/touch.yaml
     python -m training.train_task_reward --config configs/task_reward/touch.yaml --resume
+    python -m training.train_task_reward --config configs/task_reward/touch_more.yaml \
+        --score HEAD.safetensors [HEAD ...] --score-out scores.json   # compare heads only
 
 Data: every frame of the stores' ``data.split`` episodes that carry the simulator's reward and
 success, each as (latent frame, commanded pose = the stored ``action`` row, the task text's
@@ -240,16 +242,40 @@ def score_head(head: Any, arrays: dict[str, np.ndarray], batch: int = 1024) -> d
     return result
 
 
+def score_heads(world: Any, data: TaskRewardDataConfig, heads: list[str], out: str | None) -> int:
+    """``--score``: every head on the same frames of ``data.eval_splits`` (one JSON)."""
+    from world_model.task_reward import load_task_reward  # noqa: PLC0415
+
+    frames = {split: cached_frames(world, data, split) for split in data.eval_splits}
+    result = {"command": "python -m training.train_task_reward " + " ".join(sys.argv[1:]),
+              "heads": {h: {split: score_head(load_task_reward(h), arrays)
+                            for split, arrays in frames.items()} for h in heads}}
+    text = json.dumps(result, indent=2) + "\n"
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"  wrote {out}")
+    else:
+        print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from world_model import WorldModel  # noqa: PLC0415
     from world_model.task_reward import (  # noqa: PLC0415
         TaskRewardConfig, TaskRewardHead, save_task_reward)
 
-    args = entry_parser(__doc__.splitlines()[0], "configs/task_reward/touch.yaml").parse_args(argv)
+    parser = entry_parser(__doc__.splitlines()[0], "configs/task_reward/touch.yaml")
+    parser.add_argument("--score", nargs="+", default=None, metavar="HEAD",
+                        help="train nothing: score these heads on the config's eval_splits")
+    parser.add_argument("--score-out", default=None, help="JSON for --score (default: stdout)")
+    args = parser.parse_args(argv)
     config = load_config(TaskRewardRunConfig, args.config, engine_overrides(args))
     torch.manual_seed(config.trainer.seed)
     data = config.data
     world = WorldModel.from_pretrained(data.world_model).eval()
+    if args.score:
+        return score_heads(world, data, args.score, args.score_out)
     camera = world.config.conditioning.camera
     if camera is None:
         raise ConfigError(f"{data.world_model} records no camera intrinsics (conditioning.camera)")
