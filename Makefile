@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 
-.PHONY: demo test venv lint bench clean-venv default-model evaluate ablations distill
+.PHONY: demo test venv lint bench clean-venv default-model evaluate ablations distill task-reward
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,3 +88,13 @@ distill: venv
 	$(PY) training/distill_wm.py --config configs/wm/distill_1step_more.yaml
 	$(PY) training/export.py runs/distill_1step_more --compact --output runs/distill_1step_more/student.safetensors
 	$(VENV)/bin/dexac evaluate --checkpoint runs/distill_1step_more/student.safetensors --label "1-step student, 1200 steps" --store data/sim.zarr --split test --frames 16 --num-steps 1 --out benchmarks/results/e6_16_student_more.json
+
+# The task reward head shipped as dexac_env/assets/task_reward_touch.safetensors (docs/agents.md,
+# docs/experiments.md E9): 3,200 touch episodes (~9 min), then the head (~30 min on 2 CPU cores:
+# encoding, imagining, 2,400 steps; its val/test scores beside it). Needs data/sim.zarr
+# (default-model's first command).
+task-reward: venv
+	MUJOCO_GL=egl $(VENV)/bin/dexac sim generate --task touch --episodes 800 --play-fraction 0.3 --seed 7 --out data/sim_touch.zarr
+	MUJOCO_GL=egl $(VENV)/bin/dexac sim generate --task touch --episodes 2400 --play-fraction 0.3 --seed 8 --out data/sim_touch_more.zarr
+	$(PY) -m training.train_task_reward --config configs/task_reward/touch_more.yaml
+	cp checkpoints/task_reward_touch_more.safetensors dexac_env/assets/task_reward_touch.safetensors
