@@ -77,6 +77,14 @@ def world_vector_env(config: AgentEnvConfig, num_envs: int, reward: str | None =
     return venv
 
 
+def keypoints_out_of_view(poses: np.ndarray, intrinsics: np.ndarray, width: int,
+                          height: int) -> np.ndarray:
+    """(K, 57) episode-frame poses -> (K,) how many of the 12 hand keypoints a camera with
+    these (3, 3) intrinsics and image size would not see (the view penalty's count)."""
+    _, visible = project_keypoints(np.asarray(poses, np.float64), intrinsics, width, height)
+    return (~visible).sum(axis=1).astype(np.float64)
+
+
 class WorldBranch:
     """Scores sequences in imagination; ``population`` fixes the batch (the planner's K).
 
@@ -149,9 +157,7 @@ class WorldBranch:
         """(K, 57) episode-frame poses -> (K,) hand keypoints the camera would not see."""
         if self.camera is None:
             raise ValueError("out_of_view needs the camera intrinsics (sync_frames)")
-        intrinsics, width, height = self.camera
-        _, visible = project_keypoints(np.asarray(poses, np.float64), intrinsics, width, height)
-        return (~visible).sum(axis=1).astype(np.float64)
+        return keypoints_out_of_view(poses, *self.camera)
 
     def outside_support(self, poses: np.ndarray) -> np.ndarray:
         """(K, 57) poses -> (K,) summed z-score excess beyond ``support_z`` (0 inside)."""
@@ -195,7 +201,7 @@ class SimBranch:
         if self.root is None:
             raise RuntimeError("call sync before scoring")
         returns = np.zeros(len(sequences))
-        frames, poses = [], []
+        frames, poses = [], []  # kept only for a learned objective
         for k, sequence in enumerate(sequences):
             self.sim.set_state(self.root)
             self.delta.set_state(self.root_delta)
@@ -203,8 +209,9 @@ class SimBranch:
                 pose = self.delta(action[None])[0].astype(np.float32)
                 obs, reward, _, _, info = self.sim.step(pose)
                 returns[k] += reward
-                frames.append(obs["image"])
-                poses.append(pose)
+                if self.reward_fn is not None:
+                    frames.append(obs["image"])
+                    poses.append(pose)
         if self.reward_fn is None:
             return returns
         return self._learned_returns(np.stack(frames), np.stack(poses), sequences.shape[:2], info)
@@ -225,9 +232,8 @@ class SimBranch:
             semantic=type(semantic)(semantic.image.expand(len(frames), -1, -1), text)))
         reward = np.asarray(reward, np.float64)
         if self.view_penalty > 0:
-            _, visible = project_keypoints(poses.astype(np.float64), info["intrinsics"],
-                                           frames.shape[2], frames.shape[1])
-            reward -= self.view_penalty * (~visible).sum(axis=1)
+            reward -= self.view_penalty * keypoints_out_of_view(
+                poses, info["intrinsics"], frames.shape[2], frames.shape[1])
         return reward.reshape(shape).sum(axis=1)
 
     def close(self) -> None:
