@@ -35,21 +35,7 @@ def head_predictions(model: Any, store: Any, split: str | None, task: str | None
 
 
 def head_scores(predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score  # noqa: PLC0415
+    from world_model.reward_head import reward_head_scores  # noqa: PLC0415
 
-    truth, prob = predictions["true_success"], predictions["prob"]
-    predicted = prob >= 0.5
-    both = len(np.unique(truth)) == 2
-    reward, true_reward = predictions["reward"], predictions["true_reward"]
-    return {
-        "frames": int(len(truth)),
-        "success_frames": int(truth.sum()),
-        "success_auc": float(roc_auc_score(truth, prob)) if both else float("nan"),
-        "success_f1": float(f1_score(truth, predicted, zero_division=0)),
-        "success_precision": float(precision_score(truth, predicted, zero_division=0)),
-        "success_recall": float(recall_score(truth, predicted, zero_division=0)),
-        "reward_mse": float(np.mean((reward - true_reward) ** 2)),
-        "reward_corr": float(np.corrcoef(reward, true_reward)[0, 1]),
-        "reward_mean_true": float(true_reward.mean()),
-        "reward_mean_predicted": float(reward.mean()),
-    }
+    return reward_head_scores(predictions["prob"], predictions["true_success"],
+                              predictions["reward"], predictions["true_reward"])

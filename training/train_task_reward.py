@@ -204,9 +204,10 @@ def cached_frames(model: Any, data: TaskRewardDataConfig, split: str) -> dict[st
 
 
 def score_head(head: Any, arrays: dict[str, np.ndarray], batch: int = 1024) -> dict[str, Any]:
-    """Success AUC / F1, reward MSE / correlation and log-reward correlation, overall and per
-    (task, true | imagined) view."""
-    from sklearn.metrics import f1_score, roc_auc_score  # noqa: PLC0415
+    """:func:`world_model.reward_head.reward_head_scores` (success AUC / F1, reward MSE /
+    correlation, ...) plus the log-reward correlation, overall and per (task, true | imagined)
+    view."""
+    from world_model.reward_head import reward_head_scores  # noqa: PLC0415
 
     out = {"reward": [], "log_reward": [], "prob": []}
     with torch.no_grad():
@@ -220,15 +221,9 @@ def score_head(head: Any, arrays: dict[str, np.ndarray], batch: int = 1024) -> d
     floor = head.config.reward_floor
 
     def scores(mask: np.ndarray) -> dict[str, float]:
-        truth = arrays["success"][mask] > 0.5
         true_reward = arrays["reward"][mask].astype(np.float64)
-        both = len(np.unique(truth)) == 2
-        return {
-            "frames": int(mask.sum()), "success_frames": int(truth.sum()),
-            "success_auc": float(roc_auc_score(truth, pred["prob"][mask])) if both else float("nan"),
-            "success_f1": float(f1_score(truth, pred["prob"][mask] >= 0.5, zero_division=0)),
-            "reward_mse": float(np.mean((pred["reward"][mask] - true_reward) ** 2)),
-            "reward_corr": float(np.corrcoef(pred["reward"][mask], true_reward)[0, 1]),
+        return reward_head_scores(pred["prob"][mask], arrays["success"][mask] > 0.5,
+                                  pred["reward"][mask], true_reward) | {
             "log_reward_corr": float(np.corrcoef(pred["log_reward"][mask],
                                                  np.log(np.maximum(true_reward, floor)))[0, 1]),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,3 +69,29 @@ class RewardHead(nn.Module):
             "reward_loss": float(reward_loss.detach()),
             "success_loss": float(success_loss.detach()),
         }
+
+
+def reward_head_scores(prob: np.ndarray, true_success: np.ndarray, reward: np.ndarray,
+                       true_reward: np.ndarray) -> dict[str, float]:
+    """How a reward head reads frames: success AUC, F1 / precision / recall at probability
+    0.5, and the dense reward's mean squared error and Pearson correlation (flat arrays of
+    predicted success probability, true success, predicted and true reward). Used for the
+    frame head (``dexac agent reward``) and the task head (training/train_task_reward.py)."""
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score  # noqa: PLC0415
+
+    truth = np.asarray(true_success, bool)
+    predicted = np.asarray(prob) >= 0.5
+    both = len(np.unique(truth)) == 2
+    reward, true_reward = np.asarray(reward, np.float64), np.asarray(true_reward, np.float64)
+    return {
+        "frames": int(len(truth)),
+        "success_frames": int(truth.sum()),
+        "success_auc": float(roc_auc_score(truth, prob)) if both else float("nan"),
+        "success_f1": float(f1_score(truth, predicted, zero_division=0)),
+        "success_precision": float(precision_score(truth, predicted, zero_division=0)),
+        "success_recall": float(recall_score(truth, predicted, zero_division=0)),
+        "reward_mse": float(np.mean((reward - true_reward) ** 2)),
+        "reward_corr": float(np.corrcoef(reward, true_reward)[0, 1]),
+        "reward_mean_true": float(true_reward.mean()),
+        "reward_mean_predicted": float(reward.mean()),
+    }
