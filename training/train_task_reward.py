@@ -257,8 +257,7 @@ def score_heads(world: Any, data: TaskRewardDataConfig, heads: list[str], out: s
 
 def main(argv: list[str] | None = None) -> int:
     from world_model import WorldModel  # noqa: PLC0415
-    from world_model.task_reward import (  # noqa: PLC0415
-        TaskRewardConfig, TaskRewardHead, save_task_reward)
+    from world_model.task_reward import TaskRewardConfig, TaskRewardHead, save_task_reward  # noqa: PLC0415
 
     parser = entry_parser(__doc__.splitlines()[0], "configs/task_reward/touch.yaml")
     parser.add_argument("--score", nargs="+", default=None, metavar="HEAD",
