@@ -91,3 +91,30 @@ def test_cli_video_and_generate_smoke(tmp_path):
     assert '"written": 1' in done.stdout
     bad = _sim_cli("generate", "--task", "juggle", "--out", str(tmp_path / "t.zarr"), timeout=60)
     assert bad.returncode == 2 and "unknown task" in bad.stderr
+
+
+def test_named_object_start_finds_the_named_object_in_the_stored_first_frame():
+    """A reset with the stored episode's seed recovers the scene: the named object's centre
+    projects onto pixels of the named colour in the stored first frame."""
+    import torch
+
+    from dexac_env.defaults import open_store
+    from dexac_env.sim.generate import named_object_start
+    from dexac_env.sim.scene import ALL_COLORS
+    from world_model.keypoint_prior import to_camera
+
+    episodes = [e for e in open_store(None).episodes() if e.attrs.get("task") == "touch"]
+    assert episodes
+    for episode in episodes:
+        centre = named_object_start(episode.attrs)
+        pose = torch.from_numpy(episode.read("action", 0, 1).astype(np.float32))
+        x, y, z = to_camera(torch.from_numpy(centre)[None, None], pose)[0, 0].tolist()
+        k = episode.attrs["intrinsics"]
+        u, v = int(k[0][0] * x / z + k[0][2]), int(k[1][1] * y / z + k[1][2])
+        frame = episode.read("rgb", 0, 1)[0].astype(np.float64) / 255
+        colour = next(c for c in ALL_COLORS if f" {c} " in episode.task_text)
+        patch = frame[max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2].reshape(-1, 3)
+        nearest = min(ALL_COLORS, key=lambda c: np.linalg.norm(patch - ALL_COLORS[c], axis=1).min())
+        assert nearest == colour, (episode.name, colour, nearest, patch)
+    with pytest.raises(ValueError, match="not a simulator episode"):
+        named_object_start({"task": "touch"})

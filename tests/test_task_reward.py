@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_model.keypoint_prior import project_action_keypoints
+from world_model.keypoint_prior import camera_keypoints, project_action_keypoints
 from world_model.task_reward import (
     TaskRewardConfig,
     TaskRewardHead,
@@ -31,6 +31,19 @@ def stored_poses() -> np.ndarray:
 def _head(**overrides) -> TaskRewardHead:
     return TaskRewardHead(TaskRewardConfig(**({"latent_channels": 4, "latent_size": 8,
                                                 "text_dim": 6, "width": 16} | overrides)))
+
+
+def _fit(head: TaskRewardHead, batch: dict, n_train: int, batch_size: int,
+         g: torch.Generator) -> TaskRewardHead:
+    """``STEPS`` Adam steps of the head's own loss on the first ``n_train`` rows; eval mode."""
+    optimiser = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(STEPS):
+        rows = torch.randint(0, n_train, (batch_size,), generator=g)
+        loss, _ = head.loss({k: v[:n_train][rows] for k, v in batch.items()})
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return head.eval()
 
 
 def test_outputs_and_input_checks():
@@ -82,16 +95,8 @@ def test_head_learns_which_fingertip_the_text_names_and_where_the_object_is(stor
     batch = {"latents": latents, "actions": poses, "text": texts, "reward": reward,
              "success": (reward > 0.7).float()}
     torch.manual_seed(0)
-    head = _head(latent_size=4, width=24)
-    optimiser = torch.optim.Adam(head.parameters(), lr=3e-3)
-    train, test = slice(0, 1024), slice(1024, n)
-    for _ in range(STEPS):
-        rows = torch.randint(0, 1024, (96,), generator=g)
-        loss, _ = head.loss({k: v[train][rows] for k, v in batch.items()})
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    head.eval()
+    head = _fit(_head(latent_size=4, width=24), batch, 1024, 96, g)
+    test = slice(1024, n)
     with torch.no_grad():
         predicted, _, _ = head(latents[test], poses[test], texts[test])
         swapped, _, _ = head(latents[test], poses[test], texts[test].flip(1))
@@ -100,6 +105,94 @@ def test_head_learns_which_fingertip_the_text_names_and_where_the_object_is(stor
     with_wrong_text = np.corrcoef(swapped.numpy(), truth.numpy())[0, 1]
     assert fitted > 0.8, fitted
     assert with_wrong_text < fitted - 0.2, (fitted, with_wrong_text)
+
+
+def test_contact_structure_rewards_one_distance_to_the_located_object(stored_poses):
+    """The contact head's reward is a decreasing function of the named fingertip's distance to
+    the place it locates, and that place does not move with the commanded pose."""
+    torch.manual_seed(0)
+    head = _head(structure="contact").eval()
+    for p in head.parameters():  # the FiLM layers start at zero: make them matter
+        torch.nn.init.normal_(p, std=0.1)
+    with pytest.raises(ValueError, match="structure must be one of"):
+        TaskRewardConfig(structure="dense")
+    latents, text = torch.randn(1, 4, 8, 8), torch.randn(1, 6)
+    finger = 6  # the text names the right index fingertip (keypoint 8) without doubt
+    with torch.no_grad():
+        head.finger.weight.zero_()
+        head.finger.bias.copy_(20.0 * torch.nn.functional.one_hot(torch.tensor(finger), 10))
+        centre, _ = head.locate(latents, text)
+    tip = [1, 2, 3, 4, 5, 7, 8, 9, 10, 11][finger]
+    pose = torch.from_numpy(stored_poses[:1]).clone()
+    wrist = 9 if tip < 6 else 18
+    # move the whole hand (its wrist, in the episode frame) so the fingertip walks toward the
+    # located centre: camera frame = episode frame here (head at rest, identity rotation)
+    pose[0, 0:9] = torch.tensor([0, 0, 0, 1, 0, 0, 0, 1, 0], dtype=pose.dtype)
+    points, _, _ = camera_keypoints(pose, CAMERA)
+    offset = centre[0] - points[0, tip]
+    rewards, distances = [], []
+    for fraction in (0.0, 0.5, 0.9, 1.0):
+        moved = pose.clone()
+        moved[0, wrist : wrist + 3] += fraction * offset
+        with torch.no_grad():
+            reward, log_reward, _ = head(latents, moved, text)
+            distances.append(float(head.contact_distance(latents, moved, text)))
+        rewards.append(float(reward))
+        assert torch.allclose(head.locate(latents, text)[0], centre)
+    assert distances == sorted(distances, reverse=True) and distances[-1] < 0.0
+    assert rewards == sorted(rewards) and rewards[-1] > rewards[0]
+
+
+def test_contact_head_locates_the_named_object_and_fingertip(stored_poses):
+    """Synthetic touch: two objects drawn as blobs in two latent channels (depth in a third);
+    the text names one object and one fingertip; the reward is 0.9 exp(-d / 0.05) of that
+    fingertip's distance to the named object's surface, and the named object's centre is
+    given as in training. The head must place the object within a few centimetres, and the
+    wrong text must break the fit."""
+    g = torch.Generator().manual_seed(0)
+    n = 1536
+    poses = torch.from_numpy(stored_poses[torch.randint(len(stored_poses), (n,), generator=g).numpy()])
+    poses[:, 0:9] = torch.tensor([0, 0, 0, 1, 0, 0, 0, 1, 0])  # head at the episode frame
+    points, _, _ = camera_keypoints(poses, CAMERA)
+    which = torch.randint(0, 2, (n,), generator=g)  # text: object 0 + left index, 1 + right
+    tip = torch.where(which[:, None] == 0, points[:, LEFT_INDEX], points[:, RIGHT_INDEX])
+    objects = points[:, [LEFT_INDEX, RIGHT_INDEX]] + 0.06 * torch.randn(n, 2, 3, generator=g)
+    objects[..., 2] = objects[..., 2].clamp(min=0.2)
+    fx, fy, cx, cy = CAMERA
+    uv = torch.stack([fx * objects[..., 0] / objects[..., 2] + cx,
+                      fy * objects[..., 1] / objects[..., 2] + cy], -1).clamp(0.02, 0.98)
+    centres = (torch.arange(8) + 0.5) / 8
+    latents = 0.05 * torch.randn(n, 4, 8, 8, generator=g)
+    for k in range(2):
+        blob = torch.exp(-((centres[None, None, :] - uv[:, k, 0, None, None]) ** 2
+                           + (centres[None, :, None] - uv[:, k, 1, None, None]) ** 2) / (2 * 0.06**2))
+        latents[:, k] += 2.0 * blob
+        latents[:, 2] += blob * (objects[:, k, 2, None, None] - 0.4) * 10
+    # camera-frame object, re-derived from the (clamped) image place and the depth
+    target = torch.where(which[:, None] == 0, objects[:, 0], objects[:, 1])
+    target_uv = torch.where(which[:, None] == 0, uv[:, 0], uv[:, 1])
+    target = torch.stack([(target_uv[:, 0] - cx) / fx * target[:, 2],
+                          (target_uv[:, 1] - cy) / fy * target[:, 2], target[:, 2]], -1)
+    distance = (tip - target).norm(dim=1) - 0.02
+    reward = torch.where(distance <= 0.013, torch.ones(n), 0.9 * torch.exp(-distance.clamp(min=0) / 0.05))
+    texts = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0, 0]])[which]
+    batch = {"latents": latents, "actions": poses, "text": texts, "reward": reward,
+             "success": (distance <= 0.013).float(), "object": target}
+    batch["object"][::7] = float("nan")  # rows without a known place still train the reward
+    torch.manual_seed(0)
+    head = _fit(_head(width=24, sub=2, structure="contact", log_weight=1.0), batch, 1280, 128, g)
+    test = slice(1280, n)
+    with torch.no_grad():
+        located, _ = head.locate(latents[test], texts[test])
+        _, log_predicted, _ = head(latents[test], poses[test], texts[test])
+        _, log_swapped, _ = head(latents[test], poses[test], texts[test].flip(1))
+    error = (located - target[test]).norm(dim=1).nanmedian()
+    truth = torch.log(reward[test].clamp(max=0.9, min=1e-3)).numpy()
+    fitted = np.corrcoef(log_predicted.numpy(), truth)[0, 1]
+    with_wrong_text = np.corrcoef(log_swapped.numpy(), truth)[0, 1]
+    assert error < 0.03, error
+    assert fitted > 0.7, fitted
+    assert with_wrong_text < fitted - 0.3, (fitted, with_wrong_text)
 
 
 def test_make_reward_reads_task_head_specs(tmp_path):
@@ -208,6 +301,34 @@ def test_training_entry_writes_a_scored_head_and_reuses_its_cache(tmp_path):
     scores = tmp_path / "scores.json"
     assert main([*args, "--score", str(out), "--score-out", str(scores)]) == 0
     assert json.loads(scores.read_text())["heads"][str(out)] == report["scores"]
+
+
+def test_training_entry_contact_structure_learns_object_places(tmp_path):
+    """structure=contact: touch rows only, each with its episode's named object place
+    (recovered by a simulator reset, cached beside the frames), and the located centre's
+    error in the scores."""
+    import json
+
+    import numpy as np
+
+    from dexac_env.defaults import DEFAULT_STORE
+    from training.train_task_reward import main
+
+    out = tmp_path / "head.safetensors"
+    args = ["--config", "configs/task_reward/touch_contact.yaml", "--no-deepspeed",
+            "--set", f"data.stores=[{DEFAULT_STORE}]", "--set", "data.true_only_stores=[]",
+            "--set", "data.eval_splits=[train]", "--set", "data.imagined=false",
+            "--set", f"data.cache={tmp_path / 'cache'}",
+            "--set", "trainer.steps=2", "--set", "trainer.batch_size=8",
+            "--set", "trainer.checkpoint_every=2", "--set", "trainer.warmup_steps=1",
+            "--set", f"trainer.out_dir={tmp_path / 'run'}", "--set", f"output={out}"]
+    assert main(args) == 0
+    scores = json.loads(out.with_suffix(".json").read_text())["scores"]["train"]
+    assert set(scores) == {"all", "touch/true"}  # push and the other tasks are left out
+    assert 0 < scores["touch/true"]["locate_error_cm_median"] < 100
+    places = np.load(next((tmp_path / "cache").glob("*_objects.npy")))
+    assert np.isfinite(places).all(1).sum() == 2  # the store's two touch episodes
+    assert load_task_reward(out).config.structure == "contact"
 
 
 def test_shipped_head_fits_the_shipped_world_model():

@@ -77,11 +77,17 @@ class TaskRewardDataConfig:
 
 @dataclass(frozen=True)
 class TaskRewardModelConfig:
-    """Architecture (world_model.task_reward.TaskRewardConfig): width, heatmap grid and sigma."""
+    """Architecture (world_model.task_reward.TaskRewardConfig): width, heatmap grid and sigma,
+    structure (``"contact"`` trains and scores on touch frames only: its reward form is
+    touch's, and it learns where the named object is from the simulator's own scene, recovered
+    per episode by a reset) and the loss's log-reward and location weights."""
 
     width: int = 48
     sub: int = 4
     sigma: float = 0.04
+    structure: str = "free"
+    log_weight: float = 0.1
+    locate_weight: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,12 @@ class TaskRewardRunConfig:
 
 
 class RewardFrames(Dataset):
-    """In-memory frames: ``{"latents", "actions", "text", "reward", "success", "_index"}``."""
+    """In-memory frames: ``{"latents", "actions", "text", "reward", "success", "_index"}``
+    (and ``object``, the named object's place, when the arrays carry it)."""
 
     def __init__(self, arrays: dict[str, np.ndarray], latent_noise: float = 0.0) -> None:
         self.arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()
-                       if k in ("latents", "actions", "text", "reward", "success")}
+                       if k in ("latents", "actions", "text", "reward", "success", "object")}
         self.latent_noise = float(latent_noise)
 
     def __len__(self) -> int:
@@ -167,9 +174,36 @@ def encode_frames(model: Any, episodes: list[Any], data: TaskRewardDataConfig,
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
-def cached_frames(model: Any, data: TaskRewardDataConfig, split: str) -> dict[str, np.ndarray]:
+CONTACT_TASKS = ("touch",)
+
+
+def rows_of_tasks(arrays: dict[str, np.ndarray], tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The rows of ``tasks`` only (all rows when empty)."""
+    if not tasks:
+        return arrays
+    keep = np.isin(arrays["task"], list(tasks))
+    if not keep.any():
+        raise ConfigError(f"no frame of tasks {list(tasks)} in the data")
+    return {k: v[keep] for k, v in arrays.items()}
+
+
+def object_places(episodes: list[Any], tasks: tuple[str, ...], desc: str) -> np.ndarray:
+    """(N, 3) float32: each episode's named object centre at its first frame, in the episode
+    frame (:func:`dexac_env.sim.generate.named_object_start`); NaN for other tasks'."""
+    from dexac_env.sim.generate import named_object_start  # noqa: PLC0415
+
+    places = np.full((len(episodes), 3), np.nan, np.float32)
+    for i, e in enumerate(tqdm(episodes, desc=desc, unit="episode")):
+        if e.attrs.get("task") in tasks:
+            places[i] = named_object_start(e.attrs)
+    return places
+
+
+def cached_frames(model: Any, data: TaskRewardDataConfig, split: str,
+                  places_of: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """:func:`encode_frames` of ``split`` over every store, each read from / written to
-    ``data.cache`` when set; episode indices run on across stores."""
+    ``data.cache`` when set; episode indices run on across stores. With ``places_of`` (tasks)
+    the rows also carry ``object``: their episode's :func:`object_places` (cached beside)."""
     import hashlib  # noqa: PLC0415
 
     parts = []
@@ -194,6 +228,16 @@ def cached_frames(model: Any, data: TaskRewardDataConfig, split: str) -> dict[st
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(path, **arrays)
                 path.with_suffix(".json").write_text(key + "\n")
+        if places_of:
+            place_path = None if path is None else path.with_name(f"{path.stem}_objects.npy")
+            if place_path is not None and place_path.is_file():
+                places = np.load(place_path)
+            else:
+                places = object_places(_episodes(data, split, store), places_of,
+                                       f"objects {Path(store).name} {split}")
+                if place_path is not None:
+                    np.save(place_path, places)
+            arrays["object"] = places[arrays["episode"]]
         if parts:
             arrays["episode"] = arrays["episode"] + parts[-1]["episode"].max() + 1
         parts.append(arrays)
@@ -209,24 +253,34 @@ def score_head(head: Any, arrays: dict[str, np.ndarray], batch: int = 1024) -> d
     view."""
     from world_model.reward_head import reward_head_scores  # noqa: PLC0415
 
-    out = {"reward": [], "log_reward": [], "prob": []}
+    out = {"reward": [], "log_reward": [], "prob": [], "locate_error": []}
+    locates = head.config.structure == "contact" and "object" in arrays
     with torch.no_grad():
         for i in range(0, len(arrays["reward"]), batch):
-            r, lr, logit = head(*(torch.from_numpy(arrays[k][i : i + batch])
-                                  for k in ("latents", "actions", "text")))
+            inputs = [torch.from_numpy(arrays[k][i : i + batch])
+                      for k in ("latents", "actions", "text")]
+            r, lr, logit = head(*inputs)
             out["reward"].append(r.numpy())
             out["log_reward"].append(lr.numpy())
             out["prob"].append(torch.sigmoid(logit).numpy())
-    pred = {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+            if locates:
+                out["locate_error"].append(head.locate_error(
+                    *inputs, torch.from_numpy(arrays["object"][i : i + batch])).numpy())
+    pred = {k: np.concatenate(v).astype(np.float64) for k, v in out.items() if v}
     floor = head.config.reward_floor
 
     def scores(mask: np.ndarray) -> dict[str, float]:
         true_reward = arrays["reward"][mask].astype(np.float64)
-        return reward_head_scores(pred["prob"][mask], arrays["success"][mask] > 0.5,
-                                  pred["reward"][mask], true_reward) | {
+        result = reward_head_scores(pred["prob"][mask], arrays["success"][mask] > 0.5,
+                                    pred["reward"][mask], true_reward) | {
             "log_reward_corr": float(np.corrcoef(pred["log_reward"][mask],
                                                  np.log(np.maximum(true_reward, floor)))[0, 1]),
         }
+        if locates and np.isfinite(pred["locate_error"][mask]).any():
+            # the contact head's located centre against the true one, centimetres
+            result["locate_error_cm_median"] = float(
+                100 * np.nanmedian(pred["locate_error"][mask]))
+        return result
 
     result: dict[str, Any] = {"all": scores(np.ones(len(arrays["reward"]), bool))}
     for task in sorted(set(arrays["task"].tolist())):
@@ -241,7 +295,8 @@ def score_heads(world: Any, data: TaskRewardDataConfig, heads: list[str], out: s
     """``--score``: every head on the same frames of ``data.eval_splits`` (one JSON)."""
     from world_model.task_reward import load_task_reward  # noqa: PLC0415
 
-    frames = {split: cached_frames(world, data, split) for split in data.eval_splits}
+    frames = {split: cached_frames(world, data, split, CONTACT_TASKS)
+              for split in data.eval_splits}
     result = {"command": "python -m training.train_task_reward " + " ".join(sys.argv[1:]),
               "heads": {h: {split: score_head(load_task_reward(h), arrays)
                             for split, arrays in frames.items()} for h in heads}}
@@ -273,14 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     camera = world.config.conditioning.camera
     if camera is None:
         raise ConfigError(f"{data.world_model} records no camera intrinsics (conditioning.camera)")
-    train = cached_frames(world, data, data.split)
+    tasks = CONTACT_TASKS if config.model.structure == "contact" else ()
+    train = rows_of_tasks(cached_frames(world, data, data.split, tasks), tasks)
     latent_shape = train["latents"].shape[1:]
 
     def make() -> TaskRewardHead:
         return TaskRewardHead(TaskRewardConfig(
             latent_channels=int(latent_shape[0]), latent_size=int(latent_shape[1]),
             text_dim=int(train["text"].shape[1]), camera=tuple(float(c) for c in camera),
-            sub=config.model.sub, sigma=config.model.sigma, width=config.model.width))
+            sub=config.model.sub, sigma=config.model.sigma, width=config.model.width,
+            structure=config.model.structure, log_weight=config.model.log_weight,
+            locate_weight=config.model.locate_weight))
 
     trainer = Trainer(make(), RewardFrames(train, data.latent_noise), config.trainer,
                       {"run": to_dict(config)})
@@ -289,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         head = make()
         head.load_state_dict(load_fp32_state_dict(Path(config.trainer.out_dir) / "checkpoints"))
         head.eval()
-        scores = {split: score_head(head, cached_frames(world, data, split))
+        scores = {split: score_head(head, rows_of_tasks(cached_frames(world, data, split, tasks),
+                                                        tasks))
                   for split in data.eval_splits}
         save_task_reward(head, config.output, {"scores": scores, "run_config": to_dict(config)})
         report = Path(config.output).with_suffix(".json")

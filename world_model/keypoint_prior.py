@@ -48,6 +48,15 @@ def keypoints_3d(actions: torch.Tensor) -> torch.Tensor:
     return torch.cat(points, dim=-2)  # (..., 12, 3)
 
 
+def to_camera(points: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(..., K, 3) episode-frame points -> the frame of the camera (head) that ``actions``
+    (..., 57) put there: x right, y down, z forward, metres."""
+    camera_rotation = matrix_from_rot6d(actions[..., _HEAD + 3 : _HEAD + 9])  # (..., 3, 3)
+    camera_position = actions[..., None, _HEAD : _HEAD + 3]  # (..., 1, 3)
+    # episode -> camera: R^T (p - t), written as (p - t) R for row vectors
+    return (points - camera_position) @ camera_rotation
+
+
 def camera_keypoints(
     actions: torch.Tensor, camera: tuple[float, float, float, float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,11 +68,7 @@ def camera_keypoints(
     edge, 0 where not visible; visible (..., 12) bool: in front of the camera and inside the
     image).
     """
-    points = keypoints_3d(actions)  # (..., 12, 3)
-    camera_rotation = matrix_from_rot6d(actions[..., _HEAD + 3 : _HEAD + 9])  # (..., 3, 3)
-    camera_position = actions[..., None, _HEAD : _HEAD + 3]  # (..., 1, 3)
-    # world -> camera: R^T (p - t), written as (p - t) R for row vectors
-    in_camera = (points - camera_position) @ camera_rotation  # (..., 12, 3)
+    in_camera = to_camera(keypoints_3d(actions), actions)  # (..., 12, 3)
     depth = in_camera[..., 2]
     safe = torch.where(depth.abs() < 1e-9, torch.full_like(depth, 1e-9), depth)
     fx, fy, cx, cy = camera
