@@ -31,7 +31,8 @@ Two structures (``TaskRewardConfig.structure``):
   intrinsics, plus a radius); from the text alone it *selects* the fingertip (softmax over
   the ten); the commanded pose gives that fingertip's camera-frame position. So the predicted
   reward is a function of one distance, its best pose is on the located surface, and the
-  planner's precision is the locator's: sub-cell, since the soft-argmax reads a 4x finer grid.
+  planner's precision is the locator's (measured as the located centre's error:
+  ``locate_error``, docs/agents.md).
   The object's place never depends on the commanded pose (a planner cannot move the target by
   choosing a pose). The success logit is ``(t - d) / k`` with learned ``t`` and ``k``.
 """
