@@ -8,6 +8,7 @@ import torch
 
 from world_model.keypoint_prior import camera_keypoints, project_action_keypoints
 from world_model.task_reward import (
+    FINGERTIPS,
     TaskRewardConfig,
     TaskRewardHead,
     load_task_reward,
@@ -122,7 +123,7 @@ def test_contact_structure_rewards_one_distance_to_the_located_object(stored_pos
         head.finger.weight.zero_()
         head.finger.bias.copy_(20.0 * torch.nn.functional.one_hot(torch.tensor(finger), 10))
         centre, _ = head.locate(latents, text)
-    tip = [1, 2, 3, 4, 5, 7, 8, 9, 10, 11][finger]
+    tip = FINGERTIPS[finger]
     pose = torch.from_numpy(stored_poses[:1]).clone()
     wrist = 9 if tip < 6 else 18
     # move the whole hand (its wrist, in the episode frame) so the fingertip walks toward the

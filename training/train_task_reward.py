@@ -211,7 +211,7 @@ def cached_frames(model: Any, data: TaskRewardDataConfig, split: str,
     for store, imagined in sources:
         key = json.dumps([store, list(data.tasks), split, data.world_model, imagined,
                           data.sampling_steps])
-        path = None
+        path, episodes = None, None
         if data.cache:
             digest = hashlib.sha1(key.encode()).hexdigest()[:12]
             path = Path(data.cache) / f"{Path(store).stem}_{split}_{digest}.npz"
@@ -233,8 +233,9 @@ def cached_frames(model: Any, data: TaskRewardDataConfig, split: str,
             if place_path is not None and place_path.is_file():
                 places = np.load(place_path)
             else:
-                places = object_places(_episodes(data, split, store), places_of,
-                                       f"objects {Path(store).name} {split}")
+                if episodes is None:  # the frames came from the cache
+                    episodes = _episodes(data, split, store)
+                places = object_places(episodes, places_of, f"objects {Path(store).name} {split}")
                 if place_path is not None:
                     np.save(place_path, places)
             arrays["object"] = places[arrays["episode"]]

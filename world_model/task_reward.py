@@ -54,7 +54,7 @@ from world_model.keypoint_prior import KEYPOINTS, camera_keypoints, keypoint_hea
 
 STRUCTURES = ("free", "contact")
 # the ten fingertips among the 12 keypoints (left wrist, left tips, right wrist, right tips)
-_TIPS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
+FINGERTIPS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class TaskRewardHead(nn.Module):
         self.loc_fine = nn.Conv2d(w + c, w, 3, padding=1)
         self.loc_film_fine = _FiLM(config.text_dim, w)
         self.loc_out = nn.Conv2d(w, 3, 1)  # place logit, depth, radius
-        self.finger = nn.Linear(config.text_dim, len(_TIPS))
+        self.finger = nn.Linear(config.text_dim, len(FINGERTIPS))
         # the reward's form a exp(-max(d, 0) / s) and the success logit (t - d) / k, learned
         # from the simulator's touch values (a = 0.9, s = 0.05 m, t = 0.013 m)
         self.log_amplitude = nn.Parameter(torch.tensor(math.log(0.9)))
@@ -245,7 +245,7 @@ class TaskRewardHead(nn.Module):
     def _tip_distance(self, centre: torch.Tensor, radius: torch.Tensor, actions: torch.Tensor,
                       text: torch.Tensor) -> torch.Tensor:
         points, _, _ = camera_keypoints(actions, self.config.camera)  # (B, 12, 3)
-        tips = points[:, list(_TIPS)]  # (B, 10, 3)
+        tips = points[:, list(FINGERTIPS)]  # (B, 10, 3)
         per_tip = torch.linalg.vector_norm(tips - centre[:, None], dim=-1) - radius[:, None]
         return (torch.softmax(self.finger(text), dim=-1) * per_tip).sum(-1)
 
