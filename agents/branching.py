@@ -49,7 +49,7 @@ def state_from_frames(core: Any, frames: list[np.ndarray], poses: np.ndarray, te
     if context.shape[1:] != core.context.shape[1:]:
         raise ValueError(f"{len(frames[0])} frames encode to {tuple(context.shape[1:])}, the core "
                          f"needs {tuple(core.context.shape[1:])}")
-    generators = [torch.Generator(device=core.device).manual_seed(int(s)) for s in seeds]
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]  # CPU, as the core's
     # Start from the core's own state (valid episode names, any vector-env fields), then
     # replace what the real frames define.
     base = select_state(core.get_state(), [i % core.num_envs for i in range(n)])

@@ -13,8 +13,19 @@ measured in the same run. Several ``--sampling-steps`` are measured side by side
 student of the same architecture costs what its teacher costs at the student's step count);
 ``--compile`` measures every row again with the network compiled (``torch.compile``), after
 the eager rows, in the same run.
+On a GPU (``--device cuda``) ``--modes`` measures the inference modes of
+``WorldModel.set_inference`` side by side: ``fp32``, ``bf16`` (autocast) and either with
+``+graphs`` (each sampler call replayed as a CUDA graph), each against the matmul rate of its
+own dtype measured in the same run; ``--loop-max`` caps the loop-of-single-envs comparison
+(256 single envs take long to build). The JSON is rewritten after every row, so a run stopped
+by a time limit keeps what it measured. ``--text-features`` reads the task texts' sentence
+embeddings from a file written here by ``--save-text-features`` (for a machine without the
+text encoder's weights: the embeddings are computed once per text at reset, never in a step).
 Uses the shipped checkpoint when present, else a randomly initialised tiny model (same
 architecture and cost; the JSON says which). Never part of the tests.
+
+    python -m benchmarks.bench_env --device cuda --sizes 1 16 256 --loop-max 16 \
+        --modes fp32 bf16 fp32+graphs bf16+graphs --out benchmarks/results/gpu/env_gpu.json
 """
 
 from __future__ import annotations
@@ -82,12 +93,25 @@ def _model_and_store(tmp: str):
     return model, store, "random tiny (no shipped checkpoint)"
 
 
-def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=False, flops=None):
+MODES = ("fp32", "bf16", "fp32+graphs", "bf16+graphs")
+
+
+def mode_kwargs(mode: str, device: str) -> dict:
+    """The env keywords of an inference mode (``fp32``, ``bf16``, ``...+graphs``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    precision, _, graphs = mode.partition("+")
+    return {"device": device, "precision": precision, "cuda_graphs": graphs == "graphs"}
+
+
+def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=False, flops=None,
+                  env_kwargs=None):
     """(env steps/s, time shares, achieved GFLOP/s, FLOPs of one step); ``flops``: the FLOPs
-    of one step when known (a compiled model's calls cannot be counted; they are the eager
-    model's)."""
+    of one step when known (a compiled or graphed model's calls cannot be counted; they are
+    the eager model's)."""
     env = DexACWorldVectorEnv(n, max_episode_steps=None, checkpoint=model, store=store,
-                              obs_mode=obs_mode, sampling_steps=sampling_steps, reward="learned")
+                              obs_mode=obs_mode, sampling_steps=sampling_steps, reward="learned",
+                              **(env_kwargs or {}))
     env.reset(seed=0)
     actions = env.core.pose.astype(np.float32)
     env.step(actions)  # warm-up (and compilation, when compiled)
@@ -109,9 +133,10 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
     return n * steps / elapsed, stages, flops_per_step * steps / elapsed / 1e9, flops_per_step
 
 
-def bench_loop(model, store, n, obs_mode, steps, sampling_steps):
+def bench_loop(model, store, n, obs_mode, steps, sampling_steps, env_kwargs=None):
     envs = [DexACWorldEnv(checkpoint=model, store=store, obs_mode=obs_mode,
-                          sampling_steps=sampling_steps, reward="learned") for _ in range(n)]
+                          sampling_steps=sampling_steps, reward="learned", **(env_kwargs or {}))
+            for _ in range(n)]
     for i, env in enumerate(envs):
         env.reset(seed=i)
         env.step(env.core.pose[0].astype(np.float32))
@@ -140,25 +165,58 @@ def bench_sim(steps: int) -> float | None:
     return rate
 
 
-def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul, flops=None) -> dict:
-    """One row: n envs batched vs a loop of n single envs, and the batched step's GFLOP/s."""
+def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul, flops=None,
+             mode="fp32", device="cpu", loop=True) -> dict:
+    """One row: n envs batched vs a loop of n single envs (when ``loop``), and the batched
+    step's GFLOP/s against the matmul rate of the mode's dtype."""
+    kwargs = mode_kwargs(mode, device)
     batched, stages, gflops, flops = bench_batched(
-        model, store, n, obs_mode, steps, sampling_steps, obs_mode == "rgb", flops
+        model, store, n, obs_mode, steps, sampling_steps, obs_mode == "rgb", flops, kwargs
     )
-    loop = bench_loop(model, store, n, obs_mode, steps, sampling_steps)
+    looped = bench_loop(model, store, n, obs_mode, steps, sampling_steps, kwargs) if loop else None
+    rate = max(matmul[mode.partition("+")[0]].values())
     return {
         "compiled": False,
+        "mode": mode,
         "flops_per_batched_step": flops,
         "sampling_steps": sampling_steps,
         "obs_mode": obs_mode,
         "num_envs": n,
         "batched_env_steps_per_s": round(batched, 1),
-        "loop_env_steps_per_s": round(loop, 1),
-        "speedup": round(batched / loop, 2),
+        "loop_env_steps_per_s": None if looped is None else round(looped, 1),
+        "speedup": None if looped is None else round(batched / looped, 2),
         "batched_gflops": round(gflops, 1),
-        "fraction_of_matmul": round(gflops / max(matmul.values()), 3),
+        "fraction_of_matmul": round(gflops / rate, 3),
         "time_share_batched": stages,
     }
+
+
+def matmul_rates(device: torch.device, modes: list[str]) -> dict:
+    """Square-matmul GFLOP/s per size, for fp32 and (when a mode uses it) bf16. On a GPU the
+    sizes are large enough to reach its rate."""
+    sizes = (2048, 4096, 8192) if device.type == "cuda" else (512, 1024, 2048)
+    rates = {"fp32": matmul_gflops(device, sizes)}
+    if any(m.startswith("bf16") for m in modes):
+        rates["bf16"] = matmul_gflops(device, sizes, dtype=torch.bfloat16)
+    return rates
+
+
+def save_text_features(path: str) -> None:
+    """Write the shipped model's sentence embedding of every task text of the default store."""
+    from dexac_env.replay.store import EpisodeStore
+    from world_model.facade import WorldModel
+
+    model = WorldModel.from_pretrained(str(DEFAULT_CHECKPOINT))
+    store = EpisodeStore.open(str(DEFAULT_STORE))
+    texts = sorted({store.episode(name).task_text for name in store.episode_names()})
+    features = model.semantic_encoder.text_features(texts)[:, 0]  # (n, D)
+    torch.save(dict(zip(texts, features, strict=True)), path)
+    print(f"wrote {len(texts)} text embeddings to {path}")
+
+
+def load_text_features(model, path: str) -> None:
+    """Give the model's text encoder precomputed embeddings (its per-string cache)."""
+    model.semantic_encoder.add_text_features(torch.load(path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,16 +231,66 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then the same rows again with the network compiled (WorldModel.compile_network)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument(
+        "--modes", nargs="+", default=["fp32"], choices=MODES,
+        help="inference modes, each measured on every row (graphs: CUDA only)",
+    )
+    parser.add_argument("--loop-max", type=int, default=None,
+                        help="largest env count with the loop comparison (default: all)")
+    parser.add_argument("--no-sim", action="store_true", help="skip the simulator's steps/s")
+    parser.add_argument("--text-features", default=None,
+                        help="file of --save-text-features: the task texts' embeddings")
+    parser.add_argument("--save-text-features", default=None, metavar="PATH",
+                        help="write the default store's task-text embeddings and exit")
     parser.add_argument("--out", default="benchmarks/results/env.json")
     args = parser.parse_args(argv)
-    matmul = matmul_gflops(torch.device("cpu"))
+    if args.save_text_features:
+        save_text_features(args.save_text_features)
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device")
+    if any(m.endswith("+graphs") for m in args.modes) and device.type != "cuda":
+        parser.error("the +graphs modes need --device cuda")
+    matmul = matmul_rates(device, args.modes)
+    loop_max = max(args.sizes) if args.loop_max is None else args.loop_max
     with tempfile.TemporaryDirectory() as tmp:
         model, store, model_kind = _model_and_store(tmp)
+        model = model.to(device)
+        if args.text_features:
+            load_text_features(model, args.text_features)
         # inference only: parameters that require grad make the FLOP counter's module
         # tracker hook tensors that have no gradient function
         model.requires_grad_(False)
         all_steps = args.sampling_steps or [model.config.sampler.num_steps]
+        frames_per_step = model.config.action_frames
         rows = []
+
+        def write(sim=None) -> None:  # after every row: a stopped run keeps what it measured
+            result = {
+                "benchmark": "bench_env",
+                "model": model_kind,
+                "model_size": model.config.size,
+                "sampling_steps": all_steps,
+                "device": _device_name(device),
+                "matmul_gflops": matmul,
+                "frames_per_env_step": frames_per_step,
+                "timed_steps": args.steps,
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                "imagined": rows,
+                "simulator_env_steps_per_s": None if sim is None else round(sim, 1),
+                "note": "compare rows of one run, not across runs (a shared CPU varies ~3x). "
+                        "env steps/s counts every env of the batch; one imagined step covers "
+                        f"{frames_per_step} frames (frames_per_step default), one simulator "
+                        "step 1 frame. fraction_of_matmul: of the rate of the row's dtype",
+            }
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
         eager_flops = {}  # (sampling steps, obs mode, envs) -> FLOPs of one batched step
         for compiled in (False, True) if args.compile else (False,):
             if compiled:  # in place: every row after this one runs the compiled network
@@ -190,36 +298,26 @@ def main(argv: list[str] | None = None) -> int:
             for sampling_steps in all_steps:
                 for obs_mode in ("rgb", "latent"):
                     for n in args.sizes:
-                        key = (sampling_steps, obs_mode, n)
-                        row = _compare(model, store, n, obs_mode, args.steps, sampling_steps,
-                                       matmul, eager_flops.get(key))
-                        eager_flops.setdefault(key, row["flops_per_batched_step"])
-                        rows.append({**row, "compiled": compiled})
-                        print(json.dumps(rows[-1]))
-        sim = bench_sim(max(args.steps * 4, 20))
+                        for mode in args.modes:
+                            key = (sampling_steps, obs_mode, n)
+                            row = _compare(model, store, n, obs_mode, args.steps, sampling_steps,
+                                           matmul, eager_flops.get(key), mode, args.device,
+                                           loop=n <= loop_max)
+                            eager_flops.setdefault(key, row["flops_per_batched_step"])
+                            rows.append({**row, "compiled": compiled})
+                            print(json.dumps(rows[-1]), flush=True)
+                            write()
+        sim = None if args.no_sim else bench_sim(max(args.steps * 4, 20))
         print(f"simulator env steps/s: {sim}")
-    frames_per_step = model.config.action_frames
-    result = {
-        "benchmark": "bench_env",
-        "model": model_kind,
-        "model_size": model.config.size,
-        "sampling_steps": all_steps,
-        "matmul_fp32_gflops": matmul,
-        "frames_per_env_step": frames_per_step,
-        "timed_steps": args.steps,
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "imagined": rows,
-        "simulator_env_steps_per_s": None if sim is None else round(sim, 1),
-        "note": "CPU shared with other jobs: compare rows of one run, not across runs. "
-                "env steps/s counts every env of the batch; one imagined step covers "
-                f"{frames_per_step} frames (frames_per_step default), one simulator step 1 frame",
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write(sim)
     print(f"wrote {args.out}")
     return 0
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU"
 
 
 if __name__ == "__main__":

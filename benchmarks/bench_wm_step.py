@@ -53,11 +53,13 @@ def _flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_gflops(device: torch.device, sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
-    """Measured fp32 square-matmul rate of this machine, per size, in GFLOP/s."""
+def matmul_gflops(device: torch.device, sizes=(512, 1024, 2048), repeats: int = 5,
+                  dtype: torch.dtype = torch.float32) -> dict:
+    """Measured square-matmul rate of this machine (fp32 unless ``dtype``), per size, GFLOP/s."""
     rates = {}
     for n in sizes:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
         seconds = _time(lambda a=a, b=b: a @ b, repeats, device)
         rates[str(n)] = 2 * n**3 / seconds / 1e9
     return rates

@@ -92,6 +92,11 @@ class WorldEnvConfig(EnvKwargs):
         CPU it needs a C++ compiler). The first step at each batch size pays the compile time
         (tens of seconds); a ``WorldModel`` instance passed as ``checkpoint`` is compiled in
         place. docs/env.md gives the measured gain.
+    precision: ``"fp32"`` or ``"bf16"`` (autocast of the sampler and decoder on the model's
+        device; ``WorldModel.set_inference``).
+    cuda_graphs: replay each sampler call as a CUDA graph, captured on the first step at each
+        batch size (milliseconds, not a compile); needs ``device="cuda..."``. Like ``compile``,
+        both apply to the model in place.
     """
 
     checkpoint: Any = None
@@ -106,13 +111,20 @@ class WorldEnvConfig(EnvKwargs):
     device: str = "cpu"
     render_mode: str | None = None
     compile: bool = False
+    precision: str = "fp32"
+    cuda_graphs: bool = False
 
     ENV_ID: ClassVar[str] = "DexACWorld-v0"
 
     def __post_init__(self) -> None:
         self.check("frames_per_step", "sampling_steps")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        for name in ("compile", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.cuda_graphs and not str(self.device).startswith("cuda"):
+            raise ValueError(f"cuda_graphs needs a CUDA device, got device={self.device!r}")
 
 
 @dataclass
@@ -139,6 +151,7 @@ class WorldCore:
         self.device = torch.device(config.device)
         if config.compile:
             model.compile_network()
+        model.set_inference(config.precision, config.cuda_graphs)
         self.reward_fn: Reward = make_reward(config.reward)
         wm = model.config
         self.context_frames = int(wm.context_frames)
@@ -159,8 +172,10 @@ class WorldCore:
             probe = torch.zeros(1, 1, self.resolution, self.resolution, 3, dtype=torch.uint8)
             self.latent_shape = tuple(model.encode(probe.to(self.device)).shape[2:])  # (C, h, w)
         # One generator per env: predict() draws each env's noise from its own, so an env's
-        # imagined episode depends on its seed only, not on the batch it runs in.
-        self.generators = [torch.Generator(device=self.device) for _ in range(num_envs)]
+        # imagined episode depends on its seed only, not on the batch it runs in. They live on
+        # the CPU whatever the model's device: on a GPU a batch's noise is then one copy, not
+        # one kernel launch per env, and an episode's noise is the same on every device.
+        self.generators = [torch.Generator() for _ in range(num_envs)]
         self.action_std = action_scale(store)
         # Batch state; filled by reset_envs.
         self.context = torch.zeros((num_envs, self.context_frames, *self.latent_shape),

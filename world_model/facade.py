@@ -22,6 +22,7 @@ from world_model.backbones import build_backbone
 from world_model.checkpoint import read_metadata, read_weights, save_world_model
 from world_model.conditioning import build_conditioner
 from world_model.config import WorldModelConfig
+from world_model.cuda_graphs import CudaGraphCache
 from world_model.dit import DiTContext
 from world_model.flow import FlowMatching
 from world_model.reward_head import RewardHead
@@ -92,6 +93,8 @@ class WorldModel(nn.Module):
         self.flow = FlowMatching(config.flow)
         self.sampler = FlowSampler(config.sampler)
         self._semantic_cache: tuple[weakref.ref, list] | None = None
+        self.precision = "fp32"  # set_inference
+        self._graphs: CudaGraphCache | None = None
 
     # -- statistics -------------------------------------------------------------------------
     @property
@@ -115,7 +118,8 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (B, T', C, h, w) -> frames uint8 (B, T, H, W, 3)."""
-        return self.tokenizer.decode(latents.to(self.device))
+        with self._autocast():
+            return self.tokenizer.decode(latents.to(self.device))
 
     @torch.no_grad()
     def encode_semantic(self, frame: torch.Tensor, texts: list[str]) -> SemanticFeatures | None:
@@ -161,6 +165,36 @@ class WorldModel(nn.Module):
         ``nn.Module.compile`` (e.g. ``mode="reduce-overhead"`` for CUDA graphs on a GPU)."""
         self.dit.compile(dynamic=False, **options)
 
+    def set_inference(self, precision: str = "fp32", cuda_graphs: bool = False) -> None:
+        """How ``predict`` and ``decode`` run (training and ``loss`` are not affected).
+
+        precision: ``"fp32"``, or ``"bf16"``: autocast to bfloat16 on the model's device
+            (matmuls and convolutions in bf16; the sampler's state and the noise stay float32).
+        cuda_graphs: replay ``predict``'s network work (every sampler step, guidance included)
+            as a CUDA graph captured on the first call with each batch size
+            (world_model/cuda_graphs.py); the noise is still drawn eagerly from the given
+            generators, so results depend on the seeds as before. CUDA only.
+        """
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(
+                f"cuda_graphs needs the model on a CUDA device, it is on {self.device}"
+            )
+        self.precision = precision
+        if not cuda_graphs:
+            self._graphs = None
+        elif self._graphs is None:  # graphs already captured stay
+            self._graphs = CudaGraphCache(self._integrate)
+
+    def _autocast(self):
+        """The autocast context of ``precision`` (a no-op context for fp32). Its cache is off,
+        as CUDA-graph capture needs, and a step reuses no cast weight anyway."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16",
+            cache_enabled=False,
+        )
+
     def clear_cache(self) -> None:
         """Forget cached per-rollout tensors (call after changing the weights in place)."""
         self._semantic_cache = None
@@ -174,13 +208,18 @@ class WorldModel(nn.Module):
         return self.dit.prepare(conditioning, semantic_kv, self.config.context_frames)
 
     def _noise(self, shape: tuple[int, ...], generator: Generators) -> torch.Tensor:
+        """Standard normal noise on the model's device, drawn on each generator's own device (a
+        CPU generator per env keeps a GPU batch to one host-to-device copy, not one kernel
+        launch per env)."""
         if isinstance(generator, list):  # one generator per sample: batch-invariant results
             if len(generator) != shape[0]:
                 raise ValueError(f"need {shape[0]} generators, got {len(generator)}")
-            return torch.cat(
-                [torch.randn((1, *shape[1:]), generator=g, device=self.device) for g in generator]
+            noise = torch.cat(
+                [torch.randn((1, *shape[1:]), generator=g, device=g.device) for g in generator]
             )
-        return torch.randn(shape, generator=generator, device=self.device)
+            return noise.to(self.device)
+        device = self.device if generator is None else generator.device
+        return torch.randn(shape, generator=generator, device=device).to(self.device)
 
     # -- prediction -------------------------------------------------------------------------
     @torch.no_grad()
@@ -209,13 +248,24 @@ class WorldModel(nn.Module):
         # 1. everything constant over the sampler steps, computed once
         semantic_kv = self._semantic_kv(semantic, use_cache=not torch.is_grad_enabled())
         noise = self._noise((b, cfg.chunk_frames, c, h, w), generator)
-        context_latents, context_sigma = self.sampler_context(
-            context_latents, lambda: self._noise(tuple(context_latents.shape), generator)
-        )
+        context_noise = None
+        if cfg.sampler.context_noise > 0:
+            context_noise = self._noise(tuple(context_latents.shape), generator)
+        steps = int(num_steps or cfg.sampler.num_steps)
+        # 2. integrate from noise: deterministic given the noise, so it can be a CUDA graph
+        with self._autocast():
+            args = (context_latents, action_chunk, semantic_kv, noise, context_noise, scale, steps)
+            if self._graphs is not None:
+                return self._graphs(*args, key=self.precision)
+            return self._integrate(*args)
+
+    def _integrate(self, context_latents, action_chunk, semantic_kv, noise, context_noise,
+                   scale: float, num_steps: int) -> torch.Tensor:
+        """``predict`` after its noise is drawn: pure tensor work, no host sync."""
+        context_latents, context_sigma = self.sampler_context(context_latents, lambda: context_noise)
         velocity_fn = self._guided_velocity_fn(
             context_latents, action_chunk, semantic_kv, scale, context_sigma
         )
-        # 2. integrate from noise
         return self.sampler.sample(velocity_fn, noise, num_steps=num_steps)
 
     def _guided_velocity_fn(

@@ -2,9 +2,13 @@
 conditioning: it is given a velocity function (classifier-free guidance, when on, is inside
 that function: ``WorldModel.predict`` builds it).
 
-It drives diffusers' ``FlowMatchEulerDiscreteScheduler`` (same sigma convention as flow.py:
-``x_sigma = (1 - sigma) x0 + sigma e``, velocity ``e - x0``), so its time shift and step
-spacing are the well-tested ones; the scheduler's timesteps are 1000 sigma.
+The step schedule comes from diffusers' ``FlowMatchEulerDiscreteScheduler`` (same sigma
+convention as flow.py: ``x_sigma = (1 - sigma) x0 + sigma e``, velocity ``e - x0``), so its time
+shift and step spacing are the well-tested ones; the scheduler's timesteps are 1000 sigma. The
+Euler update itself, ``x + (sigma_next - sigma) v``, is the scheduler's ``step`` without its
+per-call state: that ``step`` looks its first index up with ``nonzero().item()`` (a host sync)
+and counts steps in Python, which stops a sampler call from being captured as one CUDA graph
+(world_model/cuda_graphs.py). The schedule is computed once per (steps, device) and reused.
 """
 
 from __future__ import annotations
@@ -58,19 +62,29 @@ class FlowSampler:
         self.scheduler = FlowMatchEulerDiscreteScheduler(
             num_train_timesteps=1000, shift=config.shift
         )
+        self._schedules: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def schedule(self, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(timesteps (steps,), sigmas (steps + 1,), the last 0) on ``device``, cached."""
+        key = (int(steps), str(device))
+        if key not in self._schedules:
+            # sigmas 1, (n-1)/n, ..., 1/n (then 0), shifted by the scheduler: diffusers' default
+            # linspace ends at sigma_min, which wastes the last network call on a no-op step
+            sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+            self._schedules[key] = (self.scheduler.timesteps, self.scheduler.sigmas)
+        return self._schedules[key]
 
     @torch.no_grad()
     def sample(
         self, velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int | None = None
     ) -> torch.Tensor:
-        """Integrate from ``noise`` (B, ...) at sigma = 1 to sigma = 0. Deterministic."""
+        """Integrate from ``noise`` (B, ...) at sigma = 1 to sigma = 0. Deterministic. ``x``
+        stays float32 whatever precision the velocity comes in (bf16 under autocast)."""
         steps = num_steps or self.config.num_steps
-        # sigmas 1, (n-1)/n, ..., 1/n (then 0), shifted by the scheduler: diffusers' default
-        # linspace ends at sigma_min, which wastes the last network call on a no-op step
-        sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
-        self.scheduler.set_timesteps(sigmas=sigmas, device=noise.device)
-        x = noise
-        for timestep in self.scheduler.timesteps:
-            sigma = (timestep / 1000.0).expand(x.shape[0]).to(x.dtype)  # (B,)
-            x = self.scheduler.step(velocity_fn(x, sigma), timestep, x, return_dict=False)[0]
+        timesteps, sigmas = self.schedule(steps, noise.device)
+        x = noise.float()
+        for i in range(steps):
+            sigma = (timesteps[i] / 1000.0).expand(x.shape[0]).to(x.dtype)  # (B,)
+            x = x + (sigmas[i + 1] - sigmas[i]) * velocity_fn(x, sigma).float()
         return x

@@ -205,6 +205,17 @@ class SemanticEncoder(nn.Module):
             self._text_cache.update(zip(missing, pooled, strict=True))
         return torch.stack([self._text_cache[t] for t in texts])[:, None].to(device)
 
+    def add_text_features(self, features: dict[str, torch.Tensor]) -> None:
+        """Give :meth:`text_features` precomputed sentence embeddings ``{text: (D_txt,)}``,
+        e.g. on a machine without the text encoder's weights; texts not given still load it."""
+        for text, feature in features.items():
+            if tuple(feature.shape) != (self.text_dim,):
+                raise ValueError(
+                    f"the embedding of {text!r} has shape {tuple(feature.shape)}, "
+                    f"this encoder's are ({self.text_dim},)"
+                )
+            self._text_cache[text] = feature.float().cpu()
+
     def extract(self, frames: torch.Tensor, texts: list[str]) -> SemanticFeatures:
         """frames uint8 (B, H, W, 3) of the conditioning frame, B task texts -> features."""
         if len(texts) != len(frames):

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GPU wave 2 (docs/experiments.md E11): what one lent GPU session runs, in one command that fits
+# the device tool's 10-minute limit. Run from the repository root, with the wheels the GPU image
+# lacks in .whl/ and the train split's pack in data/packs/ (both travel; the stores do not):
+#   OUT=/tmp/wave2 bash benchmarks/gpu_wave2.sh
+# 1. the CUDA-only tests (tests/test_inference_modes.py: CUDA-graph replay == eager predict);
+# 2. issue #12's GPU path: imagined env steps/s of the shipped model for 1, 16 and 256 envs,
+#    fp32 / bf16 autocast, each eager and with CUDA graphs, rgb and latent observations, 16 envs
+#    batched against a loop of 16 single envs (benchmarks/bench_env.py --device cuda);
+# 3. a fourth training stage of the shipped model (configs/wm/keypoints/prior_stage4_gpu.yaml),
+#    exported compact as the shipped file is; it is judged afterwards on the CPU with
+#    `dexac evaluate` (docs/experiments.md E11).
+# Files land in $OUT (at most 8, as the device tool returns them).
+set -u
+OUT=${OUT:-/tmp/wave2}
+W=${W:-/tmp/wave2_work}
+PY=${PY:-python3}
+TEST_S=${TEST_S:-90}
+BENCH_S=${BENCH_S:-170}
+TRAIN_S=${TRAIN_S:-285}
+mkdir -p "$OUT" "$W"
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+
+log "0. setup"
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >> "$W/setup.log" 2>&1 && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+(nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())") \
+  > "$W/nvidia_smi.txt" 2>&1
+head -12 "$W/nvidia_smi.txt" >> "$OUT/log.txt"
+
+log "1. CUDA tests"
+timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider tests/test_inference_modes.py \
+  > "$OUT/tests_cuda.log" 2>&1 || log "tests: exit $?"
+tail -3 "$OUT/tests_cuda.log" >> "$OUT/log.txt"
+
+log "2. env steps/s on the GPU"
+timeout "$BENCH_S" $PY -m benchmarks.bench_env --device cuda --sizes 1 16 256 --loop-max 16 \
+  --steps 10 --no-sim --modes fp32 bf16 fp32+graphs bf16+graphs \
+  --text-features benchmarks/data/default_text_features.pt --out "$OUT/env_gpu.json" \
+  > "$W/bench.log" 2>&1 || log "bench: exit $?"
+tail -3 "$W/bench.log" >> "$OUT/log.txt"
+
+log "3. training stage 4"
+$PY -m training.extract_components dexac_env/assets/dexac_default.safetensors \
+  --out-dir checkpoints >> "$W/setup.log" 2>&1 || log "extract_components failed"
+timeout "$TRAIN_S" $PY training/train_wm.py --config configs/wm/keypoints/prior_stage4_gpu.yaml \
+  > "$W/train.log" 2>&1 || log "train: exit $? (export takes the newest checkpoint)"
+tail -5 "$W/train.log" >> "$OUT/log.txt"
+$PY training/export.py runs/keypoints_prior_stage4 --compact --storage int8 --sampler-steps 2 \
+  --output "$OUT/stage4.safetensors" >> "$W/export.log" 2>&1 || log "export failed"
+cp runs/keypoints_prior_stage4/metrics.jsonl "$OUT/stage4_metrics.jsonl" 2>/dev/null
+(cd "$W" && tar czf "$OUT/wave2_logs.tar.gz" --ignore-failed-read ./*.log nvidia_smi.txt \
+  2>/dev/null)
+cp runs/keypoints_prior_stage4/summary.json "$OUT/stage4_summary.json" 2>/dev/null
+log "done"
