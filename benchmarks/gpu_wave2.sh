@@ -10,8 +10,15 @@
 # 3. a fourth training stage of the shipped model (configs/wm/keypoints/prior_stage4_gpu.yaml),
 #    exported compact as the shipped file is; it is judged afterwards on the CPU with
 #    `dexac evaluate` (docs/experiments.md E11).
+# PARTS picks steps (default "tests bench train"); BENCH_ARGS and BENCH_OUT change the bench's
+# rows (the second call of E11 re-ran the tests and profiled 16 / 256 envs:
+#   PARTS="tests bench" BENCH_OUT=env_gpu_profile.json \
+#   BENCH_ARGS="--sizes 16 256 --loop-max 0 --steps 10 --modes fp32 fp32+graphs bf16+graphs").
 # Files land in $OUT (at most 8, as the device tool returns them).
 set -u
+PARTS=${PARTS:-"tests bench train"}
+BENCH_ARGS=${BENCH_ARGS:-"--sizes 1 16 256 --loop-max 16 --steps 10 --modes fp32 bf16 fp32+graphs bf16+graphs"}
+BENCH_OUT=${BENCH_OUT:-env_gpu.json}
 OUT=${OUT:-/tmp/wave2}
 W=${W:-/tmp/wave2_work}
 PY=${PY:-python3}
@@ -31,18 +38,23 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 MPLBACKEND=
   > "$W/nvidia_smi.txt" 2>&1
 head -12 "$W/nvidia_smi.txt" >> "$OUT/log.txt"
 
+if [[ $PARTS == *tests* ]]; then
 log "1. CUDA tests"
 timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider tests/test_inference_modes.py \
   > "$OUT/tests_cuda.log" 2>&1 || log "tests: exit $?"
 tail -3 "$OUT/tests_cuda.log" >> "$OUT/log.txt"
+fi
 
+if [[ $PARTS == *bench* ]]; then
 log "2. env steps/s on the GPU"
-timeout "$BENCH_S" $PY -m benchmarks.bench_env --device cuda --sizes 1 16 256 --loop-max 16 \
-  --steps 10 --no-sim --modes fp32 bf16 fp32+graphs bf16+graphs \
-  --text-features benchmarks/data/default_text_features.pt --out "$OUT/env_gpu.json" \
+# shellcheck disable=SC2086
+timeout "$BENCH_S" $PY -m benchmarks.bench_env --device cuda $BENCH_ARGS --no-sim \
+  --text-features benchmarks/data/default_text_features.pt --out "$OUT/$BENCH_OUT" \
   > "$W/bench.log" 2>&1 || log "bench: exit $?"
 tail -3 "$W/bench.log" >> "$OUT/log.txt"
+fi
 
+if [[ $PARTS == *train* ]]; then
 log "3. training stage 4"
 $PY -m training.extract_components dexac_env/assets/dexac_default.safetensors \
   --out-dir checkpoints >> "$W/setup.log" 2>&1 || log "extract_components failed"
@@ -52,7 +64,8 @@ tail -5 "$W/train.log" >> "$OUT/log.txt"
 $PY training/export.py runs/keypoints_prior_stage4 --compact --storage int8 --sampler-steps 2 \
   --output "$OUT/stage4.safetensors" >> "$W/export.log" 2>&1 || log "export failed"
 cp runs/keypoints_prior_stage4/metrics.jsonl "$OUT/stage4_metrics.jsonl" 2>/dev/null
+cp runs/keypoints_prior_stage4/summary.json "$OUT/stage4_summary.json" 2>/dev/null
+fi
 (cd "$W" && tar czf "$OUT/wave2_logs.tar.gz" --ignore-failed-read ./*.log nvidia_smi.txt \
   2>/dev/null)
-cp runs/keypoints_prior_stage4/summary.json "$OUT/stage4_summary.json" 2>/dev/null
 log "done"
