@@ -49,6 +49,9 @@ default-model: venv
 	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_more.yaml
 	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_stage3.yaml
 	$(PY) training/export.py runs/keypoints_prior_stage3 --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
+	# the fourth stage starts from the third's export (run on a GPU in E11; ~70 min on 2 CPU cores)
+	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_stage4_gpu.yaml
+	$(PY) training/export.py runs/keypoints_prior_stage4 --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
 	$(PY) training/train_wm.py --config configs/wm/tiny.yaml
 	$(PY) training/train_wm.py --config configs/wm/tiny_mlp_global.yaml
 	$(PY) training/export.py runs/wm_tiny_dexac --compact --output benchmarks/checkpoints/tiny_dexac.safetensors

@@ -217,6 +217,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from world_model import WorldModel  # noqa: PLC0415
 
     _check_args(args)
+    if args.merge:  # the settings alone, before minutes of rollouts
+        _check_merge({"store": args.store, "split": args.split, "frames": args.frames,
+                      "detector": args.detector, "settings": _settings(args)}, args)
     store = EpisodeStore.open(args.store)
     detector = KeypointDetector.load(args.detector)
     results, models = [], []
@@ -299,17 +302,32 @@ def _unset_dropped(value):
     return value
 
 
-def _merge(report: dict, models: list, args: argparse.Namespace):
-    """Put a previous report's rows (and its models, reloaded for the figures) first."""
-    from world_model import WorldModel  # noqa: PLC0415
+def _comparable(key: str, value):
+    """A setting as merging compares it: file paths by where they point (a run given
+    ``evaluation/assets/x`` and one given its absolute path scored the same way)."""
+    if key in ("store", "detector") and isinstance(value, str):
+        return str(Path(value).resolve())
+    return _unset_dropped(value)
 
+
+def _check_merge(report: dict, args: argparse.Namespace) -> dict:
+    """The ``--merge`` report, after checking it was scored as ``report`` (its settings; rows
+    not needed) will be: called before the evaluation, so a mismatch costs no minutes."""
     previous = json.loads(Path(args.merge).read_text())
     for key in ("store", "split", "frames", "detector", "settings"):
-        if _unset_dropped(previous.get(key)) != _unset_dropped(report[key]):
+        if _comparable(key, previous.get(key)) != _comparable(key, report[key]):
             raise ValueError(
                 f"--merge {args.merge}: {key} is {previous.get(key)!r} there and {report[key]!r} "
                 "here; merge only runs scored the same way"
             )
+    return previous
+
+
+def _merge(report: dict, models: list, args: argparse.Namespace):
+    """Put a previous report's rows (and its models, reloaded for the figures) first."""
+    from world_model import WorldModel  # noqa: PLC0415
+
+    previous = _check_merge(report, args)
     episodes = models[0][2]
     earlier = [
         (r["label"], WorldModel.from_pretrained(r["checkpoint"]).eval(), episodes)

@@ -4,6 +4,7 @@ and ``dexac evaluate`` end to end on the shipped model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -337,6 +338,13 @@ def test_merge_refuses_runs_scored_differently(tmp_path):
         {**previous, "command": "now"}, [("x", None, [])], Args(merge=str(path))
     )
     assert merged["merged_commands"] == ["dexac evaluate ..."] and len(models) == 1
+    # a file path given relative here and absolute there is the same detector ...
+    absolute = {**previous, "detector": str(Path("d").resolve()), "command": "now"}
+    merged, _ = _merge(absolute, [("x", None, [])], Args(merge=str(path)))
+    assert merged["results"] == []
+    # ... another file is not
+    with pytest.raises(ValueError, match="detector"):
+        _merge({**previous, "detector": "other"}, [("x", None, [])], Args(merge=str(path)))
 
 
 def test_hold_future_shows_each_sampler_call_only_its_own_target():
