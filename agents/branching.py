@@ -23,6 +23,7 @@ import torch
 
 from agents.actions import DeltaPose, DeltaPoseState, StepLimits
 from agents.envs import AgentEnvConfig
+from agents.wrappers import agent_observation
 from dexac_env.actions import project_keypoints
 from dexac_env.world_core import CoreState, select_state
 
@@ -152,6 +153,25 @@ class WorldBranch:
             if self.view_penalty > 0:
                 total -= self.view_penalty * self.out_of_view(poses)
         return total
+
+    def policy_sequences(self, act: Any, horizon: int) -> np.ndarray:
+        """(population, horizon, A) actions of a policy rolled out in imagination from the
+        synced state, one branch per row: ``act`` maps a batch of agent observations
+        (``{"image": (K, 3, H, W), "proprio": (K, 57)}``, decoded imagined frames and commanded
+        poses, as the world env gives a learner) to (K, A) actions. A stochastic ``act``
+        gives K different proposals for the planner (``_Planner.plan(..., proposals)``)."""
+        if self.root is None:
+            raise RuntimeError("call sync_state or sync_frames before rolling a policy out")
+        k = self.population
+        self.core.set_state(select_state(self.root, [0] * k))
+        self.delta.set_state(self.root_delta.select([0] * k))
+        sequences = np.zeros((k, horizon, self.delta.dim))
+        for h in range(horizon):
+            obs = agent_observation(self.core.frames(), self.delta.state.pose)
+            actions = np.asarray(act(obs), dtype=np.float64).reshape(k, self.delta.dim)
+            sequences[:, h] = np.clip(actions, -1.0, 1.0)
+            self.core.step(self.delta(sequences[:, h]))
+        return sequences
 
     def out_of_view(self, poses: np.ndarray) -> np.ndarray:
         """(K, 57) episode-frame poses -> (K,) hand keypoints the camera would not see."""

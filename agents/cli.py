@@ -51,6 +51,11 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--support-penalty", type=float, default=0.0,
                    help="imagination: per-step penalty weight for poses outside the world "
                         "model's training data (|z| > 3 per dimension); 0 = off")
+    p.add_argument("--prior", default=None, metavar="MODEL.zip",
+                   help="mpc_world: an SB3 policy whose imagined rollouts are part of the planner's "
+                        "first samples at each replanning (TD-MPC2's policy prior)")
+    p.add_argument("--prior-count", type=int, default=None,
+                   help="how many of the first samples the prior gives (default: population / 2)")
     p.add_argument("--view-penalty", type=float, default=0.0,
                    help="imagination: per-step penalty weight per hand keypoint the commanded "
                         "pose puts outside the camera's view; 0 = off")
@@ -190,7 +195,16 @@ def build_mpc(model: str, args: argparse.Namespace):
                            view_penalty=args.view_penalty)
     else:
         scorer = SimBranch(_env_config(args, "sim", color_split="test"))
-    return MPCPolicy(planner, scorer, f"mpc_{model}_{args.planner}", goal_fn, args.replan_every)
+    prior, count, name = None, 0, f"mpc_{model}_{args.planner}"
+    if getattr(args, "prior", None):
+        if model != "world":
+            raise ValueError("--prior proposes in imagination: use it with mpc_world")
+        from agents.train import load_model  # noqa: PLC0415
+
+        prior = load_model(args.prior)
+        count = args.prior_count if args.prior_count is not None else args.population // 2
+        name += "_prior"
+    return MPCPolicy(planner, scorer, name, goal_fn, args.replan_every, prior, count)
 
 
 def run_plan(args: argparse.Namespace) -> int:

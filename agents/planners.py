@@ -11,6 +11,10 @@ shifted by one step (receding horizon), as model-predictive control does.
 - MPPI (model-predictive path integral, TD-MPC2's form): sample around the mean, weight the
   elites by ``exp((R - max R) / temperature)``, move the mean to their weighted average and
   the std to their weighted spread (floored at ``min_std``); act with the mean.
+
+``plan(scorer, proposals)`` also scores given sequences in the first iteration, in place of as
+many random samples: TD-MPC2 mixes trajectories of its learned policy into MPPI's samples the
+same way, so a policy learned in imagination proposes and the planner refines.
 """
 
 from __future__ import annotations
@@ -58,12 +62,30 @@ class _Planner:
         """Forget the warm start (a new episode)."""
         self.mean = np.zeros_like(self.mean)
 
-    def _sample(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    def _sample(self, mean: np.ndarray, std: np.ndarray,
+                proposals: np.ndarray | None = None) -> np.ndarray:
         cfg = self.config
         noise = self.rng.standard_normal((cfg.population, cfg.horizon, self.action_dim))
         sequences = np.clip(mean[None] + std[None] * noise, -1.0, 1.0)
         sequences[0] = np.clip(mean, -1.0, 1.0)  # the current plan is always scored too
+        if proposals is not None:
+            sequences[1 : 1 + len(proposals)] = np.clip(proposals, -1.0, 1.0)
         return sequences  # (K, H, A)
+
+    def _check_proposals(self, proposals: np.ndarray | None) -> np.ndarray | None:
+        if proposals is None:
+            return None
+        proposals = np.asarray(proposals, dtype=np.float64)
+        cfg = self.config
+        if (proposals.ndim != 3 or proposals.shape[1:] != (cfg.horizon, self.action_dim)
+                or not 1 <= len(proposals) < cfg.population):
+            raise ValueError(
+                f"proposals must be (n, {cfg.horizon}, {self.action_dim}) with 1 <= n < "
+                f"population {cfg.population}, got {proposals.shape}"
+            )
+        if not np.all(np.isfinite(proposals)):
+            raise ValueError("proposals must be finite")
+        return proposals
 
     def _score(self, scorer: Scorer, sequences: np.ndarray) -> np.ndarray:
         returns = np.asarray(scorer(sequences), dtype=np.float64)
@@ -71,9 +93,10 @@ class _Planner:
             raise ValueError(f"scorer must return ({len(sequences)},) finite returns, got {returns}")
         return returns
 
-    def plan(self, scorer: Scorer) -> np.ndarray:
-        """The action (A,) to take now; keeps the rest of the plan for the next call."""
-        best = self._optimise(scorer)
+    def plan(self, scorer: Scorer, proposals: np.ndarray | None = None) -> np.ndarray:
+        """The action (A,) to take now; keeps the rest of the plan for the next call.
+        ``proposals`` (n, horizon, A): sequences scored in the first iteration too."""
+        best = self._optimise(scorer, self._check_proposals(proposals))
         self.mean = np.concatenate([self.mean[1:], np.zeros((1, self.action_dim))])
         return best[0].astype(np.float32)
 
@@ -83,17 +106,17 @@ class _Planner:
         self.mean = np.concatenate([self.mean[1:], np.zeros((1, self.action_dim))])
         return action
 
-    def _optimise(self, scorer: Scorer) -> np.ndarray:
+    def _optimise(self, scorer: Scorer, proposals: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
 
 class CEM(_Planner):
-    def _optimise(self, scorer: Scorer) -> np.ndarray:
+    def _optimise(self, scorer: Scorer, proposals: np.ndarray | None) -> np.ndarray:
         cfg = self.config
         mean, std = self.mean.copy(), np.full_like(self.mean, cfg.init_std)
         best_seq, best_ret = mean, -np.inf
-        for _ in range(cfg.iterations):
-            sequences = self._sample(mean, std)
+        for i in range(cfg.iterations):
+            sequences = self._sample(mean, std, proposals if i == 0 else None)
             returns = self._score(scorer, sequences)
             elite = sequences[np.argsort(returns)[-cfg.elites:]]  # (E, H, A)
             mean = cfg.momentum * mean + (1 - cfg.momentum) * elite.mean(axis=0)
@@ -109,11 +132,11 @@ class MPPI(_Planner):
     """MPPI weighted over the elites, as TD-MPC2 plans (over all samples the few best dominate
     and the estimate is as noisy as the best sample; measured on the toy test)."""
 
-    def _optimise(self, scorer: Scorer) -> np.ndarray:
+    def _optimise(self, scorer: Scorer, proposals: np.ndarray | None) -> np.ndarray:
         cfg = self.config
         mean, std = self.mean.copy(), np.full_like(self.mean, cfg.init_std)
-        for _ in range(cfg.iterations):
-            sequences = self._sample(mean, std)
+        for i in range(cfg.iterations):
+            sequences = self._sample(mean, std, proposals if i == 0 else None)
             returns = self._score(scorer, sequences)
             elite = np.argsort(returns)[-cfg.elites:]
             weights = np.exp((returns[elite] - returns[elite].max()) / cfg.temperature)

@@ -69,13 +69,25 @@ class SB3Policy(Policy):
 
 class MPCPolicy(Policy):
     """Receding-horizon planning: every step, plan from the real env's state with ``scorer``
-    (imagination from the last real frames, or a cloned simulator) and take the first action."""
+    (imagination from the last real frames, or a cloned simulator) and take the first action.
+
+    ``prior`` (an SB3 model, imagination only): at each replanning, ``prior_count`` of the
+    planner's first samples are the prior's own action sequences, rolled out in imagination
+    from the same state with its stochastic actions (``WorldBranch.policy_sequences``)."""
 
     def __init__(self, planner: _Planner, scorer: WorldBranch | SimBranch, name: str,
-                 goal_fn: Any = None, replan_every: int = 1):
+                 goal_fn: Any = None, replan_every: int = 1, prior: Any = None,
+                 prior_count: int = 0):
         self.planner, self.scorer, self.name = planner, scorer, name
         self.goal_fn = goal_fn  # env -> goal frame (H, W, 3), for the goal_image objective
         self.replan_every = replan_every  # in between, act on the rest of the last plan
+        if prior is not None and (isinstance(scorer, SimBranch)
+                                  or not 1 <= prior_count < planner.config.population):
+            raise ValueError(
+                "a prior proposes in imagination only (a world scorer), with 1 <= prior_count < "
+                f"population {planner.config.population}; got prior_count {prior_count}"
+            )
+        self.prior, self.prior_count = prior, prior_count
 
     def reset(self, env, obs, info, seed):
         self.planner.reset()
@@ -97,4 +109,11 @@ class MPCPolicy(Policy):
             self.scorer.sync_frames(np.stack(recent), delta, info["task_description"],
                                     seed=self.seed * 1000 + self.t, goal=self.goal,
                                     intrinsics=info.get("intrinsics"))
-        return self.planner.plan(self.scorer)
+        proposals = None
+        if self.prior is not None:
+            sequences = self.scorer.policy_sequences(
+                lambda batch: self.prior.predict(batch, deterministic=False)[0],
+                self.planner.config.horizon,
+            )
+            proposals = sequences[: self.prior_count]
+        return self.planner.plan(self.scorer, proposals)

@@ -130,6 +130,62 @@ def test_planner_finds_the_known_optimum_of_a_toy_model(planner_class):
     np.testing.assert_allclose(action, target, atol=0.1)
 
 
+@pytest.mark.parametrize("planner_class", [CEM, MPPI])
+def test_a_proposal_at_the_optimum_is_kept_where_random_samples_miss_it(planner_class):
+    target = np.array([0.9, -0.9, 0.9])
+
+    def scorer(sequences):  # a narrow peak: random samples around 0 never reach it
+        return np.exp(-((sequences - target) ** 2).sum(axis=(1, 2)) / 1e-3)
+
+    cfg = PlannerConfig(horizon=2, population=8, iterations=2, elites=2, init_std=0.1,
+                        temperature=0.01, min_std=1e-3)
+    blind = planner_class(3, cfg, seed=0).plan(scorer)
+    assert np.abs(blind - target).max() > 0.5
+    guided = planner_class(3, cfg, seed=0).plan(scorer, proposals=np.tile(target, (1, 2, 1)))
+    np.testing.assert_allclose(guided, target, atol=0.05)
+    with pytest.raises(ValueError, match="proposals"):
+        planner_class(3, cfg).plan(scorer, proposals=np.zeros((8, 2, 3)))  # all K: none left
+
+
+def test_policy_prior_proposes_its_imagined_rollouts_to_the_planner(world_model):
+    from agents.branching import WorldBranch
+    from agents.evaluate import run_episode
+    from agents.policies import MPCPolicy
+
+    branch = WorldBranch(config("world", world_model), population=4)
+    branch.sync_frames(np.zeros((branch.core.context_pixel_frames, 64, 64, 3), np.uint8),
+                       _delta_at(np.tile(world_model.action_mean, (1, 1))), "touch", seed=0)
+    seen = []
+
+    def act(obs):  # a policy that pushes the first action dimension up, whatever it sees
+        seen.append(obs)
+        return np.tile(np.r_[0.5, np.zeros(branch.delta.dim - 1)], (len(obs["proprio"]), 1))
+
+    sequences = branch.policy_sequences(act, horizon=3)
+    assert sequences.shape == (4, 3, branch.delta.dim)
+    assert np.all(sequences[:, :, 0] == 0.5) and np.all(sequences[:, :, 1:] == 0)
+    assert seen[0]["image"].shape == (4, 3, 64, 64) and seen[0]["proprio"].shape == (4, 57)
+    assert not np.allclose(seen[0]["proprio"], seen[-1]["proprio"])  # the commanded pose moved
+
+    class Prior:  # the SB3 predict interface
+        def predict(self, obs, deterministic=False):
+            return act(obs), None
+
+    cfg = PlannerConfig(horizon=2, population=4, iterations=1, elites=2)
+    planner = CEM(branch.delta.dim, cfg)
+    scored, score = [], planner._score
+    planner._score = lambda scorer, sequences: score(scorer, scored.append(sequences) or sequences)
+    policy = MPCPolicy(planner, branch, "mpc_world_prior", prior=Prior(), prior_count=2)
+    env = make_env(config("sim", max_episode_steps=1))
+    run_episode(env, policy, seed=3)
+    env.close()
+    # samples 1 and 2 of the first iteration are the prior's; the others are the planner's
+    assert np.all(scored[0][1:3, :, 0] == 0.5) and np.all(scored[0][1:3, :, 1:] == 0)
+    assert not np.all(scored[0][3, :, 0] == 0.5)
+    with pytest.raises(ValueError, match="prior"):
+        MPCPolicy(planner, branch, "x", prior=Prior(), prior_count=4)  # the whole population
+
+
 @pytest.mark.parametrize("kind", ["sim", "world"])
 def test_mpc_acts_in_the_simulator_planning_in_either_model(kind, world_model):
     from agents.branching import SimBranch, WorldBranch
