@@ -121,9 +121,16 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
     actions = env.core.pose.astype(np.float32)
     env.step(actions)  # warm-up (and compilation, when compiled)
     if flops is None:
+        # the counter cannot see into a CUDA-graph replay: count one eager step
+        graphed = bool(env_kwargs and env_kwargs.get("cuda_graphs"))
+        if graphed:
+            model.set_inference(env_kwargs["precision"], cuda_graphs=False)
         with FlopCounterMode(display=False) as counter:
             env.step(actions)
         flops = counter.get_total_flops()
+        if graphed:
+            model.set_inference(env_kwargs["precision"], cuda_graphs=True)
+            env.step(actions)  # capture again before the timed steps
     flops_per_step = flops
     # On a GPU the profile's synchronisations would slow the timed steps: it gets its own pass.
     separate = model.device.type == "cuda"
