@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils.flop_counter import FlopCounterMode
 
 import dexac_env  # noqa: F401
@@ -235,13 +236,15 @@ def save_text_features(path: str) -> None:
     store = EpisodeStore.open(str(DEFAULT_STORE))
     texts = sorted({store.episode(name).task_text for name in store.episode_names()})
     features = model.semantic_encoder.text_features(texts)[:, 0]  # (n, D)
-    torch.save(dict(zip(texts, features, strict=True)), path)
+    # safetensors, keyed by the text: tensors only, nothing unpickled when read back
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({t: f.contiguous() for t, f in zip(texts, features, strict=True)}, path)
     print(f"wrote {len(texts)} text embeddings to {path}")
 
 
 def load_text_features(model, path: str) -> None:
     """Give the model's text encoder precomputed embeddings (its per-string cache)."""
-    model.semantic_encoder.add_text_features(torch.load(path))
+    model.semantic_encoder.add_text_features(load_file(path))
 
 
 def main(argv: list[str] | None = None) -> int:

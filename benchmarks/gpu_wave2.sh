@@ -49,7 +49,7 @@ if [[ $PARTS == *bench* ]]; then
 log "2. env steps/s on the GPU"
 # shellcheck disable=SC2086
 timeout "$BENCH_S" $PY -m benchmarks.bench_env --device cuda $BENCH_ARGS --no-sim \
-  --text-features benchmarks/data/default_text_features.pt --out "$OUT/$BENCH_OUT" \
+  --text-features benchmarks/data/default_text_features.safetensors --out "$OUT/$BENCH_OUT" \
   > "$W/bench.log" 2>&1 || log "bench: exit $?"
 tail -3 "$W/bench.log" >> "$OUT/log.txt"
 fi
