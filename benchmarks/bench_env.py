@@ -145,12 +145,10 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
         return time.perf_counter() - start
 
     timer = StageTimer(model) if profile and not separate else None
-    elapsed = run()
+    elapsed = profiled = run()
     if profile and separate:
         timer = StageTimer(model)
         profiled = run()
-    else:
-        profiled = elapsed
     stages = None
     if timer is not None:
         timer.restore()
