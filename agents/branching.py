@@ -97,12 +97,15 @@ class WorldBranch:
     frames fool the reward head (docs/agents.md). ``view_penalty`` > 0 subtracts, per step,
     that weight times the number of the 12 hand keypoints that the commanded pose puts
     outside the image (the camera's ``intrinsics`` given to :meth:`sync_frames`): what the
-    camera cannot see, the model cannot show.
+    camera cannot see, the model cannot show. ``contact`` (an
+    :class:`agents.contact.LocatedContact`, synced by the policy at each replanning) scores
+    each step's commanded pose against the object located on the real frame, in place of the
+    env's reward.
     """
 
     def __init__(self, config: AgentEnvConfig, population: int, objective: str = "learned",
                  limits: StepLimits | None = None, support_penalty: float = 0.0,
-                 support_z: float = 3.0, view_penalty: float = 0.0):
+                 support_z: float = 3.0, view_penalty: float = 0.0, contact: Any = None):
         if support_penalty < 0 or support_z <= 0 or view_penalty < 0:
             raise ValueError(f"support_penalty and view_penalty must be >= 0 and support_z > 0, "
                              f"got {support_penalty}, {view_penalty}, {support_z}")
@@ -110,6 +113,7 @@ class WorldBranch:
         self.core = self.venv.core
         self.support_penalty, self.support_z = support_penalty, support_z
         self.view_penalty = view_penalty
+        self.contact = contact  # agents.contact.LocatedContact: replaces the env's reward
         self.camera: tuple[np.ndarray, int, int] | None = None  # intrinsics, width, height
         self.population = population
         self.delta = DeltaPose(population, config.action_set, limits)
@@ -147,7 +151,7 @@ class WorldBranch:
         for h in range(horizon):
             poses = self.delta(sequences[:, h])  # (K, 57) commanded poses
             reward, _ = self.core.step(poses)
-            total += reward
+            total += reward if self.contact is None else self.contact(poses)
             if self.support_penalty > 0:
                 total -= self.support_penalty * self.outside_support(poses)
             if self.view_penalty > 0:

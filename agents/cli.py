@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_EVAL_SEED = 1000  # held-out seeds start here (training draws from its own seed)
-OBJECTIVES = ("learned", "goal_image", "task_head", "task_head_log")
+OBJECTIVES = ("learned", "goal_image", "task_head", "task_head_log", "contact")
 
 
 def _env_args(p: argparse.ArgumentParser) -> None:
@@ -43,6 +43,12 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward-head", default=None,
                    help="task reward head (training/train_task_reward.py) for the task_head "
                         "objectives; eval also scores imagined returns with it")
+    p.add_argument("--contact-source", choices=("pixels", "true"), default="pixels",
+                   help="--objective contact: where the named object is read at each replanning: "
+                        "'pixels' (--locator on the real frame) or 'true' (the simulator's state: "
+                        "a privileged diagnostic)")
+    p.add_argument("--locator", default=None, metavar="LOCATOR.safetensors",
+                   help="the object locator (training/train_locator.py) for --contact-source pixels")
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--population", type=int, default=16)
     p.add_argument("--iterations", type=int, default=2)
@@ -156,6 +162,8 @@ def build_policy(spec: str, args: argparse.Namespace):
 
 def objective_spec(args: argparse.Namespace) -> str:
     """The world reward spec of ``--objective`` (``task_head*`` name ``--reward-head``'s file)."""
+    if args.objective == "contact":  # the core steps; LocatedContact scores (build_mpc)
+        return "learned"
     if args.objective.startswith("task_head"):
         if not args.reward_head:
             raise ValueError(f"--objective {args.objective} needs --reward-head PATH")
@@ -183,6 +191,8 @@ def build_mpc(model: str, args: argparse.Namespace):
         scorer = WorldBranch(_env_config(args, "world"), args.population, objective_spec(args),
                              support_penalty=args.support_penalty,
                              view_penalty=args.view_penalty)
+        if args.objective == "contact":
+            scorer.contact = located_contact(args, scorer.core.model)
         if args.objective == "goal_image":
             from agents.goals import expert_goal_frame  # noqa: PLC0415
 
@@ -196,6 +206,8 @@ def build_mpc(model: str, args: argparse.Namespace):
     else:
         scorer = SimBranch(_env_config(args, "sim", color_split="test"))
     prior, count, name = None, 0, f"mpc_{model}_{args.planner}"
+    if model == "world" and args.objective == "contact":
+        name += f"_contact_{args.contact_source}"
     if getattr(args, "prior", None):
         if model != "world":
             raise ValueError("--prior proposes in imagination: use it with mpc_world")
@@ -205,6 +217,32 @@ def build_mpc(model: str, args: argparse.Namespace):
         count = args.prior_count if args.prior_count is not None else args.population // 2
         name += "_prior"
     return MPCPolicy(planner, scorer, name, goal_fn, args.replan_every, prior, count)
+
+
+def located_contact(args: argparse.Namespace, model):
+    """``--objective contact``'s scorer: ``--reward-head`` (a contact head) for the fingertip
+    choice and reward form, the place from ``--contact-source``."""
+    import torch  # noqa: PLC0415
+
+    from agents.contact import LocatedContact  # noqa: PLC0415
+    from world_model.object_locator import load_locator  # noqa: PLC0415
+    from world_model.task_reward import load_task_reward  # noqa: PLC0415
+
+    if not args.reward_head:
+        raise ValueError("--objective contact needs --reward-head PATH (a contact-structured head)")
+    if args.contact_source == "pixels" and not args.locator:
+        raise ValueError("--contact-source pixels needs --locator PATH")
+    texts: dict[str, torch.Tensor] = {}
+
+    def embed(frame, text: str) -> torch.Tensor:  # the world model's own text embedding
+        if text not in texts:  # it depends on the text only
+            frames = torch.from_numpy(frame)[None]  # (1, H, W, 3)
+            texts[text] = model.encode_semantic(frames, [text]).text[0, 0].float().cpu()
+        return texts[text]
+
+    locator = load_locator(args.locator) if args.contact_source == "pixels" else None
+    return LocatedContact(load_task_reward(args.reward_head), embed, args.contact_source, locator,
+                          log_reward=True)
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -109,6 +109,9 @@ class MPCPolicy(Policy):
             self.scorer.sync_frames(np.stack(recent), delta, info["task_description"],
                                     seed=self.seed * 1000 + self.t, goal=self.goal,
                                     intrinsics=info.get("intrinsics"))
+            if self.scorer.contact is not None:
+                self.scorer.contact.sync(self.frames[-1], delta.pose[0], info["task_description"],
+                                         env.unwrapped)
         proposals = None
         if self.prior is not None:
             sequences = self.scorer.policy_sequences(

@@ -57,6 +57,13 @@ def to_camera(points: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return (points - camera_position) @ camera_rotation
 
 
+def from_camera(points: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(..., K, 3) points in the frame of the camera that ``actions`` (..., 57) put there ->
+    the episode frame: the inverse of :func:`to_camera`."""
+    camera_rotation = matrix_from_rot6d(actions[..., _HEAD + 3 : _HEAD + 9])  # (..., 3, 3)
+    return points @ camera_rotation.transpose(-1, -2) + actions[..., None, _HEAD : _HEAD + 3]
+
+
 def camera_keypoints(
     actions: torch.Tensor, camera: tuple[float, float, float, float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

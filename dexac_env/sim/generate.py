@@ -169,17 +169,36 @@ def named_object_start(attrs: dict[str, Any]) -> np.ndarray:
     ``task`` and ``color_split`` attributes (a reset draws the same scene; nothing is
     stepped). The stores keep no object poses; ~30 resets/s here."""
     from dexac_env.actions import points_in_frame
+
+    env = _reset_to(attrs)
+    return points_in_frame(env.object_start[env.task_spec.target], env.reference_pose)
+
+
+def named_object_radius(attrs: dict[str, Any]) -> float:
+    """The named object's mean half extent (m, ``ObjectSpec.mean_half_extent``), recovered
+    as :func:`named_object_start` recovers its place."""
+    env = _reset_to(attrs)
+    return env.task_spec.layout.objects[env.task_spec.target].mean_half_extent
+
+
+_SCENES: dict[tuple, list] = {}  # (task, color_split) -> [env, env_seed of its last reset]
+
+
+def _reset_to(attrs: dict[str, Any]) -> Any:
+    """A simulator reset to a stored episode's first state (one env per task and split)."""
     from dexac_env.sim.env import DexACSimEnv
 
     missing = [k for k in ("env_seed", "task") if k not in attrs]
     if missing:
         raise ValueError(f"not a simulator episode: no {missing} attribute")
-    key = (attrs["task"], 64, 10, attrs.get("color_split", "train"))
-    if key not in _ENVS:
-        _ENVS[key] = DexACSimEnv(task=key[0], resolution=64, fps=10, color_split=key[3])
-    env = _ENVS[key]
-    env.reset(seed=int(attrs["env_seed"]))
-    return points_in_frame(env.object_start[env.task_spec.target], env.reference_pose)
+    key, seed = (attrs["task"], attrs.get("color_split", "train")), int(attrs["env_seed"])
+    if key not in _SCENES:
+        _SCENES[key] = [DexACSimEnv(task=key[0], resolution=64, fps=10, color_split=key[1]), None]
+    scene = _SCENES[key]
+    if scene[1] != seed:  # nothing steps these envs: a second call for an episode skips it
+        scene[0].reset(seed=seed)
+        scene[1] = seed
+    return scene[0]
 
 
 def _render_job(job: tuple[EpisodePlan, int, int, int]) -> dict[str, Any]:

@@ -85,6 +85,16 @@ class ObjectSpec:
         """Radius of the smallest vertical cylinder holding the object."""
         return float(np.hypot(self.size[0], self.size[1])) if self.shape == "box" else self.size[0]
 
+    @property
+    def mean_half_extent(self) -> float:
+        """The radius of a sphere standing in for the object: its half extents along x, y and
+        z, averaged (a planner's contact target; the true touch test is the exact surface)."""
+        if self.shape == "box":
+            return float(np.mean(self.size))
+        if self.shape == "cylinder":
+            return float((2 * self.size[0] + self.size[1]) / 3)
+        return float(self.size[0])
+
 
 @dataclass(frozen=True)
 class Marker:

@@ -1,0 +1,227 @@
+"""world_model/object_locator.py and agents/contact.py: colour grounding, the pixel locator,
+and touch's contact objective located on the real frame."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from world_model.object_locator import (
+    LocatorConfig,
+    ObjectLocator,
+    colour_of,
+    load_locator,
+    rgb_to_lab,
+    rotate_hue,
+    save_locator,
+)
+
+
+def test_lab_conversion_matches_scikit_image():
+    color = pytest.importorskip("skimage.color")
+    rgb = np.random.default_rng(0).random((50, 3))
+    ours = rgb_to_lab(torch.from_numpy(rgb)).numpy()
+    assert np.abs(ours - color.rgb2lab(rgb[None])[0]).max() < 0.05
+
+
+def test_hue_rotation_keeps_greys_and_turns_hues():
+    grey = torch.full((1, 4, 3), 0.4)
+    assert torch.allclose(rotate_hue(grey, torch.tensor([1.0])), grey, atol=1e-6)
+    red = torch.tensor([[[0.8, 0.1, 0.1]]])
+    turned = rotate_hue(red, torch.tensor([2 * math.pi / 3]))[0, 0]  # a third of a turn
+    assert turned[1] > turned[0] and turned[1] > turned[2]  # red -> green
+    muted = torch.tensor([[[0.6, 0.45, 0.4]]])  # in gamut at every turn: nothing clips
+    back = rotate_hue(rotate_hue(muted, torch.tensor([0.7])), torch.tensor([-0.7]))
+    assert torch.allclose(back, muted, atol=1e-5)
+
+
+def test_colour_words_are_grounded_by_the_colour_survey():
+    orange = colour_of("Touch the orange block with your left index finger.")
+    assert orange is not None and orange[0] > 0.9 and orange[2] < 0.1
+    assert colour_of("push the light blue ball") != colour_of("push the blue ball")
+    assert colour_of("touch it with your left index finger") is None
+
+
+def _scene(n: int, g: torch.Generator, size: int = 32):
+    """Frames with two coloured squares on a grey table; the target's colour is the query.
+    Target centre: its pixel, back-projected at a depth that grows with the row (as a table
+    seen from above does). Colours of any hue, so a test hue never seen is no special case."""
+    frames = torch.full((n, size, size, 3), 0.45)
+    colours = torch.rand(n, 3, generator=g) * 0.8 + 0.1
+    colours[torch.arange(n), torch.randint(0, 3, (n,), generator=g)] = 0.95  # saturated
+    other = colours.roll(1, dims=1)  # a different hue
+    centre = torch.zeros(n, 3)
+    camera = (0.7, 0.7, 0.5, 0.5)
+    for i in range(n):
+        for colour, is_target in ((colours[i], True), (other[i], False)):
+            r, c = torch.randint(3, size - 6, (2,), generator=g).tolist()
+            frames[i, r:r + 4, c:c + 4] = colour
+            if is_target:
+                u, v = (c + 2) / size, (r + 2) / size
+                depth = 0.3 + 0.4 * v
+                centre[i] = torch.tensor([(u - camera[2]) / camera[0] * depth,
+                                          (v - camera[3]) / camera[1] * depth, depth])
+    return {"frames": (frames * 255).to(torch.uint8), "colours": colours, "centre": centre,
+            "radius": torch.full((n,), 0.02)}
+
+
+def test_locator_learns_to_find_the_named_colour_and_refuses_bad_input(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    locator = ObjectLocator(LocatorConfig(image_size=32, camera=(0.7, 0.7, 0.5, 0.5), width=16))
+    with pytest.raises(ValueError, match="frames must be"):
+        locator(torch.zeros(2, 16, 16, 3), torch.zeros(2, 3))
+    held_out = _scene(64, g)
+    optimiser = torch.optim.Adam(locator.parameters(), lr=3e-3)
+    with torch.no_grad():
+        before = torch.linalg.vector_norm(
+            locator(held_out["frames"], held_out["colours"])[0] - held_out["centre"], dim=-1)
+    for _ in range(150):
+        loss, logs = locator.loss(_scene(32, g))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    locator.eval()
+    with torch.no_grad():
+        centre, radius, _ = locator(held_out["frames"], held_out["colours"])
+    error = torch.linalg.vector_norm(centre - held_out["centre"], dim=-1)
+    assert error.median() < 0.3 * before.median() and error.median() < 0.05  # metres
+    assert set(logs) == {"locate_cm", "radius_cm", "heatmap_ce"}
+    path = save_locator(locator, tmp_path / "locator.safetensors", {"note": "test"})
+    again = load_locator(path)
+    with torch.no_grad():
+        assert torch.allclose(again(held_out["frames"], held_out["colours"])[0], centre)
+    with pytest.raises(ValueError, match="names no colour|needs a colour"):
+        again.locate_text(held_out["frames"][:1], ["touch it"])
+
+
+def test_from_camera_inverts_to_camera():
+    from dexac_env.defaults import open_store
+    from world_model.keypoint_prior import from_camera, to_camera
+
+    poses = torch.from_numpy(next(iter(open_store(None).episodes())).read("action")[:5])
+    points = torch.randn(5, 7, 3)
+    assert torch.allclose(from_camera(to_camera(points, poses), poses), points, atol=1e-5)
+
+
+def _contact(sim, source: str, locator=None):
+    """A contact objective whose fingertip choice is the task's named fingertip."""
+    from agents.contact import LocatedContact
+    from world_model.task_reward import FINGERTIPS, TaskRewardConfig, TaskRewardHead
+
+    head = TaskRewardHead(TaskRewardConfig(latent_channels=4, latent_size=8, text_dim=6,
+                                           width=16, structure="contact")).eval()
+    spec = sim.task_spec
+    named = FINGERTIPS.index((1 if spec.hand == "left" else 7) + spec.finger)
+    with torch.no_grad():
+        head.finger.weight.zero_()
+        head.finger.bias.copy_(torch.where(torch.arange(10) == named, 20.0, 0.0))
+    return LocatedContact(head, lambda frame, text: torch.zeros(6), source, locator), named
+
+
+def _pose_touching(pose: np.ndarray, named: int, target: np.ndarray) -> np.ndarray:
+    """``pose`` with its wrist moved so that fingertip ``named`` (of the ten) is at ``target``."""
+    from world_model.keypoint_prior import keypoints_3d
+    from world_model.task_reward import FINGERTIPS
+
+    tip = keypoints_3d(torch.from_numpy(pose[None]).float())[0, FINGERTIPS[named]].numpy()
+    wrist = 9 if named < 5 else 18
+    moved = pose.copy()
+    moved[wrist:wrist + 3] += target - tip
+    return moved
+
+
+def test_contact_objective_is_best_on_the_located_surface():
+    from dexac_env.sim.env import DexACSimEnv
+
+    sim = DexACSimEnv(task="touch", color_split="test")
+    obs, info = sim.reset(seed=5)
+    contact, named = _contact(sim, "true")
+    start = obs["proprio"].astype(np.float64)
+    contact.sync(obs["image"], start, info["task_description"], sim)
+    centre, radius = contact.centre.numpy(), contact.radius
+    up = np.array([0.0, -1.0, 0.0])  # episode frame: y down
+    on_surface = _pose_touching(start, named, centre + radius * up)
+    inside = _pose_touching(start, named, centre)
+    scores = contact(np.stack([start, on_surface, inside]))
+    assert abs(contact.distance(on_surface[None])[0]) < 1e-4
+    assert scores[1] > scores[0] and scores[1] > scores[2]  # two-sided: not inside either
+    with pytest.raises(ValueError, match="needs the simulator"):
+        contact.sync(obs["image"], start, info["task_description"], None)
+    sim.close()
+
+
+def test_pixel_source_moves_the_located_place_into_the_episode_frame():
+    from dexac_env.sim.env import DexACSimEnv
+    from world_model.keypoint_prior import from_camera
+
+    class Locator:  # answers a fixed camera-frame place
+        def locate_text(self, frames, texts):
+            return torch.tensor([[0.05, 0.02, 0.5]]), torch.tensor([0.02])
+
+    sim = DexACSimEnv(task="touch")
+    obs, info = sim.reset(seed=1)
+    contact, _ = _contact(sim, "pixels", Locator())
+    pose = obs["proprio"].astype(np.float64)
+    contact.sync(obs["image"], pose, info["task_description"])
+    expected = from_camera(torch.tensor([[[0.05, 0.02, 0.5]]]),
+                           torch.from_numpy(pose[None]).float())[0, 0]
+    assert torch.allclose(contact.centre, expected) and contact.radius == pytest.approx(0.02)
+    sim.close()
+    from agents.contact import LocatedContact
+
+    with pytest.raises(ValueError, match="needs a locator"):
+        LocatedContact(contact.head, lambda f, t: torch.zeros(6), "pixels")
+
+
+def test_mpc_in_imagination_scores_plans_by_the_place_read_on_the_real_frame():
+    from agents.actions import action_dim
+    from agents.branching import WorldBranch
+    from agents.contact import LocatedContact, true_place
+    from agents.envs import AgentEnvConfig, make_env
+    from agents.evaluate import run_episode
+    from agents.planners import CEM, PlannerConfig
+    from agents.policies import MPCPolicy
+    from dexac_env.defaults import load_world_model
+    from world_model.task_reward import TaskRewardConfig, TaskRewardHead
+
+    head = TaskRewardHead(TaskRewardConfig(latent_channels=4, latent_size=8, text_dim=6,
+                                           width=16, structure="contact")).eval()
+    contact = LocatedContact(head, lambda frame, text: torch.zeros(6), "true")
+    world = AgentEnvConfig(kind="world", checkpoint=load_world_model(None), split=None,
+                           sampling_steps=1, max_episode_steps=2)
+    scorer = WorldBranch(world, population=4, contact=contact)
+    planner = CEM(action_dim("wrist_pos_grasp"), PlannerConfig(horizon=2, population=4,
+                                                               iterations=1, elites=2))
+    env = make_env(AgentEnvConfig(kind="sim", max_episode_steps=2))
+    episode = run_episode(env, MPCPolicy(planner, scorer, "mpc_contact"), seed=3)
+    assert episode.poses.shape == (2, 57)
+    # the last replanning read the object where the simulator holds it
+    assert torch.allclose(contact.centre, true_place(env.unwrapped)[0], atol=1e-6)
+    # and the planner's returns are the contact objective's: summed log rewards (<= log a)
+    assert (planner.last_returns <= 2 * float(head.log_amplitude.detach()) + 1e-6).all()
+
+
+def test_training_entry_writes_a_scored_locator(tmp_path):
+    """Two steps on the shipped store's touch episodes: a locator file with its errors per
+    split inside, the gathered rows cached for a rerun."""
+    import json
+
+    from dexac_env.defaults import DEFAULT_STORE
+    from training.train_locator import main
+
+    out = tmp_path / "locator.safetensors"
+    args = ["--config", "configs/locator/touch.yaml", "--no-deepspeed",
+            "--set", f"data.stores=[{DEFAULT_STORE}]", "--set", "data.eval_splits=[]",
+            "--set", f"data.cache={tmp_path / 'cache'}", "--set", "model.width=16",
+            "--set", "trainer.steps=2", "--set", "trainer.batch_size=4",
+            "--set", "trainer.checkpoint_every=2", "--set", "trainer.warmup_steps=1",
+            "--set", f"trainer.out_dir={tmp_path / 'run'}", "--set", f"output={out}"]
+    assert main(args) == 0
+    scores = json.loads(out.with_suffix(".json").read_text())["scores"]["train"]
+    assert scores["frames"] > 0 and 0 < scores["median_cm"] < 1000
+    assert load_locator(out).config.width == 16
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
