@@ -47,6 +47,16 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
                    help="--objective contact: where the named object is read at each replanning: "
                         "'pixels' (--locator on the real frame) or 'true' (the simulator's state: "
                         "a privileged diagnostic)")
+    p.add_argument("--clearance", type=float, default=0.0, metavar="METRES",
+                   help="--objective contact: keep the hands' other points this far beyond the "
+                        "object's located surface (0: off)")
+    p.add_argument("--hold-other", type=float, default=0.0,
+                   help="--objective contact: cost of moving the hand the text does not name "
+                        "(per reward length scale of wrist motion; 0: off)")
+    p.add_argument("--approach", choices=("any", "above"), default="any",
+                   help="--objective contact: 'above' aims at the object's top and charges the "
+                        "fingertip for going below it (the table's up: the locator's, or the "
+                        "simulator's for --contact-source true)")
     p.add_argument("--locator", default=None, metavar="LOCATOR.safetensors",
                    help="the object locator (training/train_locator.py) for --contact-source pixels")
     p.add_argument("--horizon", type=int, default=3)
@@ -207,7 +217,7 @@ def build_mpc(model: str, args: argparse.Namespace):
         scorer = SimBranch(_env_config(args, "sim", color_split="test"))
     prior, count, name = None, 0, f"mpc_{model}_{args.planner}"
     if model == "world" and args.objective == "contact":
-        name += f"_contact_{args.contact_source}"
+        name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "")
     if getattr(args, "prior", None):
         if model != "world":
             raise ValueError("--prior proposes in imagination: use it with mpc_world")
@@ -242,7 +252,8 @@ def located_contact(args: argparse.Namespace, model):
 
     locator = load_locator(args.locator) if args.contact_source == "pixels" else None
     return LocatedContact(load_task_reward(args.reward_head), embed, args.contact_source, locator,
-                          log_reward=True)
+                          log_reward=True, clearance=args.clearance,
+                          hold_other=args.hold_other, approach=args.approach)
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -16,6 +16,25 @@ reward form. Two sources of the place:
 The objective is two-sided by default (``|d|`` rather than ``max(d, 0)``): the hands are
 kinematic, and a fingertip commanded inside the object pushes it away (a touch fails once the
 object moves 3 cm), so the best commanded pose is on the located surface, not inside it.
+
+``clearance`` > 0 also keeps the rest of the hands off the object: every other hand point
+(the wrists, the other nine fingertips, and three points along each wrist-fingertip line,
+where the palm and fingers are) closer than ``radius + clearance`` to the located centre costs
+its intrusion over the reward's length scale. Without it the planner brings the named
+fingertip close while the palm or another finger shoves the object away (measured with the
+simulator's own object place: the object moved 12-25 cm in two failed episodes, docs/agents.md).
+
+``approach="above"`` aims the fingertip at the object's top (the located centre plus the
+radius along the table's upward normal) and charges twice every metre the fingertip is below
+that height, so the hand comes down on the object as the scripted expert does, rather than
+sweeping into it from the side or the front, where the palm and the other fingers lead and shove
+it (with the simulator's own object place: 9/20 touches approaching from anywhere; three failed
+episodes of those all touched from above).
+
+``hold_other`` > 0 keeps the hand the text does not name where it was at the replanning: its
+wrist's displacement (m, over the reward's length scale) costs that weight. Nothing else in the
+objective involves that hand, so the planner's samples would move it at random; in the failed
+episodes above, it wandered across the table into the object.
 """
 
 from __future__ import annotations
@@ -26,10 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from dexac_env.actions import LEFT_WRIST, RIGHT_WRIST
 from world_model.keypoint_prior import from_camera, keypoints_3d
+from world_model.object_locator import fingertip_of
 from world_model.task_reward import FINGERTIPS, TaskRewardHead
 
 SOURCES = ("pixels", "true")
+APPROACHES = ("any", "above")
 
 
 class LocatedContact:
@@ -42,7 +64,8 @@ class LocatedContact:
     """
 
     def __init__(self, head: TaskRewardHead, text_embedding: Any, source: str = "pixels",
-                 locator: Any = None, log_reward: bool = True, two_sided: bool = True):
+                 locator: Any = None, log_reward: bool = True, two_sided: bool = True,
+                 clearance: float = 0.0, hold_other: float = 0.0, approach: str = "any"):
         if head.config.structure != "contact":
             raise ValueError(f"LocatedContact needs a contact-structured head, got "
                              f"structure {head.config.structure!r}")
@@ -50,6 +73,21 @@ class LocatedContact:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         if source == "pixels" and locator is None:
             raise ValueError('source "pixels" needs a locator (--locator PATH)')
+        if clearance < 0 or hold_other < 0:
+            raise ValueError(f"clearance and hold_other must be >= 0, got {clearance}, {hold_other}")
+        self.clearance, self.hold_other = float(clearance), float(hold_other)
+        self.root_wrists: np.ndarray | None = None  # (2, 3) at the last sync
+        if approach not in APPROACHES:
+            raise ValueError(f"approach must be one of {APPROACHES}, got {approach!r}")
+        # "above": the table's upward normal in the episode frame (the locator's, fitted to
+        # its training places; the simulator's for the "true" source); the fingertip then aims
+        # at the object's top and is charged for every metre it goes below that height
+        self.up: torch.Tensor | None = None
+        if approach == "above" and source == "pixels":
+            if getattr(locator, "table_up", None) is None:
+                raise ValueError("approach 'above' needs a locator that records table_up")
+            self.up = torch.as_tensor(locator.table_up, dtype=torch.float32)
+        self.approach = approach
         self.head, self.text_embedding, self.source = head, text_embedding, source
         self.locator, self.log_reward, self.two_sided = locator, log_reward, two_sided
         self.centre: torch.Tensor | None = None  # (3,) episode frame, m
@@ -60,9 +98,18 @@ class LocatedContact:
     def sync(self, frame: np.ndarray, pose: np.ndarray, text: str, sim: Any = None) -> None:
         """Locate on the real ``frame`` (H, W, 3) uint8 taken with the commanded ``pose``
         (57,); ``sim`` is the ``DexACSimEnv`` (read only by the ``"true"`` source)."""
-        self.finger_weights = torch.softmax(self.head.finger(self.text_embedding(frame, text)), -1)
+        named = fingertip_of(text)
+        if named is not None:  # the text's own words: the head's learned choice is ~uniform
+            self.finger_weights = torch.nn.functional.one_hot(torch.tensor(named), 10).float()
+        else:
+            self.finger_weights = torch.softmax(
+                self.head.finger(self.text_embedding(frame, text)), -1)
+        pose = np.asarray(pose, np.float64)
+        self.root_wrists = np.stack([pose[w.start:w.start + 3] for w in (LEFT_WRIST, RIGHT_WRIST)])
         if self.source == "true":
             self.centre, self.radius = true_place(sim)
+            if self.approach == "above":  # world z in the episode frame
+                self.up = torch.from_numpy(sim.reference_pose[2, :3].astype(np.float32))
             return
         centre, radius = self.locator.locate_text(torch.from_numpy(frame)[None], [text])
         pose = torch.as_tensor(pose, dtype=torch.float32)[None]  # (1, 57)
@@ -76,8 +123,40 @@ class LocatedContact:
         if self.centre is None:
             raise RuntimeError("call sync before scoring")
         tips = keypoints_3d(torch.as_tensor(poses, dtype=torch.float32))[:, list(FINGERTIPS)]
-        per_tip = torch.linalg.vector_norm(tips - self.centre, dim=-1) - self.radius  # (K, 10)
+        if self.up is not None:  # from above: to the top, never below its height
+            offset = tips - (self.centre + self.radius * self.up)  # (K, 10, 3)
+            below = (-(offset @ self.up)).clamp(min=0.0)
+            per_tip = torch.linalg.vector_norm(offset, dim=-1) + 2.0 * below
+        else:
+            per_tip = torch.linalg.vector_norm(tips - self.centre, dim=-1) - self.radius  # (K, 10)
         return (self.finger_weights * per_tip).sum(-1).numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def intrusion(self, poses: np.ndarray) -> np.ndarray:
+        """(K, 57) -> (K,) summed depth (m) by which the hands' other points come within
+        ``radius + clearance`` of the located centre (the named fingertip excluded, by the
+        head's choice weights)."""
+        points = keypoints_3d(torch.as_tensor(poses, dtype=torch.float32))  # (K, 12, 3)
+        lines = []
+        for wrist in (0, 6):  # three points along each wrist-fingertip line of both hands
+            tips = points[:, wrist + 1:wrist + 6]  # (K, 5, 3)
+            for fraction in (0.25, 0.5, 0.75):
+                lines.append(points[:, wrist:wrist + 1] + fraction * (tips - points[:, wrist:wrist + 1]))
+        others = torch.cat([points, *lines], 1)  # (K, 12 + 30, 3)
+        keep = torch.ones(others.shape[1])
+        keep[list(FINGERTIPS)] = 1.0 - self.finger_weights  # the named fingertip may touch
+        depth = (self.radius + self.clearance
+                 - torch.linalg.vector_norm(others - self.centre, dim=-1)).clamp(min=0.0)
+        return (depth * keep).sum(-1).numpy().astype(np.float64)
+
+    def other_hand_motion(self, poses: np.ndarray) -> np.ndarray:
+        """(K, 57) -> (K,) how far (m) the hand the text does not name has moved its wrist
+        since the last sync (each hand weighted by the head's belief that it is not named)."""
+        poses = np.asarray(poses, np.float64)
+        left_named = float(self.finger_weights[:5].sum())
+        moved = [np.linalg.norm(poses[:, w.start:w.start + 3] - self.root_wrists[i], axis=1)
+                 for i, w in enumerate((LEFT_WRIST, RIGHT_WRIST))]
+        return (1.0 - left_named) * moved[0] + left_named * moved[1]
 
     def __call__(self, poses: np.ndarray) -> np.ndarray:
         d = self.distance(poses)
@@ -85,6 +164,10 @@ class LocatedContact:
         scale, amplitude = float(head.log_scale.detach().exp()), float(head.log_amplitude.detach())
         d = np.abs(d) if self.two_sided else np.maximum(d, 0.0)
         log_reward = np.maximum(amplitude - d / scale, math.log(head.config.reward_floor))
+        if self.clearance > 0:
+            log_reward = log_reward - self.intrusion(poses) / scale
+        if self.hold_other > 0:
+            log_reward = log_reward - self.hold_other * self.other_hand_motion(poses) / scale
         return log_reward if self.log_reward else np.exp(log_reward)
 
 

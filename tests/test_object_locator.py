@@ -45,6 +45,30 @@ def test_colour_words_are_grounded_by_the_colour_survey():
     assert colour_of("touch it with your left index finger") is None
 
 
+def test_finger_words_name_one_of_the_ten_fingertips():
+    from dexac_env.actions import FINGER_NAMES
+    from world_model.object_locator import FINGER_WORDS, fingertip_of
+
+    assert FINGER_WORDS == FINGER_NAMES  # restated (world_model does not import dexac_env)
+    assert fingertip_of("Touch the red ball with your left thumb finger.") == 0
+    assert fingertip_of("Touch the red ball with your right little finger.") == 9
+    assert fingertip_of("tap it with the right pinky") == 9
+    assert fingertip_of("touch the red ball") is None
+
+
+def test_table_up_is_the_normal_of_the_plane_the_places_lie_on():
+    from world_model.object_locator import table_up
+
+    up = torch.tensor([0.0, -0.8, -0.6])
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.tensor([1.0, 0.0, 0.0]), torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]))
+    places = torch.randn(50, 1, generator=g) * a + torch.randn(50, 1, generator=g) * b \
+        + torch.tensor([0.0, 0.1, 0.5])
+    assert torch.allclose(table_up(places), up, atol=1e-5)
+    with pytest.raises(ValueError):
+        table_up(places[:2])
+
+
 def _scene(n: int, g: torch.Generator, size: int = 32):
     """Frames with two coloured squares on a grey table; the target's colour is the query.
     Target centre: its pixel, back-projected at a depth that grows with the row (as a table
@@ -107,19 +131,17 @@ def test_from_camera_inverts_to_camera():
     assert torch.allclose(from_camera(to_camera(points, poses), poses), points, atol=1e-5)
 
 
-def _contact(sim, source: str, locator=None):
-    """A contact objective whose fingertip choice is the task's named fingertip."""
+def _contact(sim, source: str, locator=None, **kwargs):
+    """A contact objective and the index (of the ten) of the fingertip the task names."""
     from agents.contact import LocatedContact
-    from world_model.task_reward import FINGERTIPS, TaskRewardConfig, TaskRewardHead
+    from world_model.task_reward import TaskRewardConfig, TaskRewardHead
 
     head = TaskRewardHead(TaskRewardConfig(latent_channels=4, latent_size=8, text_dim=6,
                                            width=16, structure="contact")).eval()
     spec = sim.task_spec
-    named = FINGERTIPS.index((1 if spec.hand == "left" else 7) + spec.finger)
-    with torch.no_grad():
-        head.finger.weight.zero_()
-        head.finger.bias.copy_(torch.where(torch.arange(10) == named, 20.0, 0.0))
-    return LocatedContact(head, lambda frame, text: torch.zeros(6), source, locator), named
+    named = (0 if spec.hand == "left" else 5) + spec.finger
+    return LocatedContact(head, lambda frame, text: torch.zeros(6), source, locator,
+                          **kwargs), named
 
 
 def _pose_touching(pose: np.ndarray, named: int, target: np.ndarray) -> np.ndarray:
@@ -128,6 +150,7 @@ def _pose_touching(pose: np.ndarray, named: int, target: np.ndarray) -> np.ndarr
     from world_model.task_reward import FINGERTIPS
 
     tip = keypoints_3d(torch.from_numpy(pose[None]).float())[0, FINGERTIPS[named]].numpy()
+    tip = tip.astype(np.float64)
     wrist = 9 if named < 5 else 18
     moved = pose.copy()
     moved[wrist:wrist + 3] += target - tip
@@ -145,10 +168,36 @@ def test_contact_objective_is_best_on_the_located_surface():
     centre, radius = contact.centre.numpy(), contact.radius
     up = np.array([0.0, -1.0, 0.0])  # episode frame: y down
     on_surface = _pose_touching(start, named, centre + radius * up)
+    assert contact.finger_weights.argmax() == named  # read from the text
     inside = _pose_touching(start, named, centre)
     scores = contact(np.stack([start, on_surface, inside]))
     assert abs(contact.distance(on_surface[None])[0]) < 1e-4
     assert scores[1] > scores[0] and scores[1] > scores[2]  # two-sided: not inside either
+    # the hand the text does not name: its motion costs only with hold_other
+    other = 18 if named < 5 else 9
+    wandered = on_surface.copy()
+    wandered[other:other + 3] += 0.1
+    assert contact(wandered[None])[0] == pytest.approx(scores[1])
+    contact.hold_other = 1.0
+    assert contact(wandered[None])[0] < scores[1] - 1.0  # 10 cm over a ~5 cm length scale
+    contact.hold_other = 0.0
+    # clearance: another fingertip at the centre intrudes; the hands at rest do not
+    neighbour = named + 1 if named % 5 < 4 else named - 1
+    shoved = _pose_touching(start, neighbour, centre)
+    contact.clearance = 0.005
+    assert contact.intrusion(shoved[None])[0] > radius and contact.intrusion(start[None])[0] == 0
+    contact.clearance = 0.0
+    # from above: the top of the object beats its side, and never below the top's height
+    above, _ = _contact(sim, "true", approach="above")
+    above.sync(obs["image"], start, info["task_description"], sim)
+    world_up = torch.from_numpy(sim.reference_pose[2, :3]).float()
+    assert torch.allclose(above.up, world_up)
+    side = np.cross(world_up.numpy(), [1.0, 0.0, 0.0])
+    side /= np.linalg.norm(side)
+    top = _pose_touching(start, named, centre + radius * world_up.numpy())
+    beside = _pose_touching(start, named, centre + radius * side)
+    assert above(top[None])[0] > above(beside[None])[0]
+    assert abs(above.distance(top[None])[0]) < 1e-4
     with pytest.raises(ValueError, match="needs the simulator"):
         contact.sync(obs["image"], start, info["task_description"], None)
     sim.close()

@@ -10,7 +10,8 @@ and, as the target, the named object's start centre in that frame's camera frame
 by a simulator reset, :func:`dexac_env.sim.generate.named_object_start`, and moved into the
 camera that the stored ``action`` row puts there) and its mean half extent. The ``test`` split
 holds object colours no training frame shows. At the end the locator is written to
-``output`` with its errors on ``data.eval_splits`` inside it and in a ``.json`` beside it.
+``output`` with its errors on ``data.eval_splits`` and the table's up normal (fitted to the
+training places: a planner's "above", agents/contact.py) inside it and in a ``.json`` beside it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from training.config import ConfigError, TrainerConfig, load_config, to_dict
 from training.datasets import open_store
 from training.engine import load_fp32_state_dict
 from training.trainer import Trainer
-from world_model.object_locator import LocatorConfig
+from world_model.object_locator import LocatorConfig, table_up
 
 TOUCH_RADIUS_CM = 1.3  # the simulator's touch test (dexac_env.sim.tasks.TOUCH_RADIUS)
 
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         locator.eval()
         scores = {split: locate_errors(locator, gathered(data, split))
                   for split in (data.split, *data.eval_splits)}
-        report = {"scores": scores, "run_config": to_dict(config)}
+        up = table_up(torch.from_numpy(train["centre"]))
+        report = {"scores": scores, "table_up": up.tolist(), "run_config": to_dict(config)}
         save_locator(locator, config.output, report)
         Path(config.output).with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
         for split, s in scores.items():

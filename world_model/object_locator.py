@@ -88,6 +88,24 @@ def colour_of(text: str) -> tuple[float, float, float] | None:
     return None
 
 
+# The fingers in the action's order (dexac_env.actions.FINGER_NAMES, restated here: world_model
+# does not import dexac_env; a test checks the two agree), with a common synonym.
+FINGER_WORDS = ("thumb", "index", "middle", "ring", "little")
+_FINGER_SYNONYMS = {"pinky": "little", "pinkie": "little", "forefinger": "index"}
+
+
+def fingertip_of(text: str) -> int | None:
+    """The fingertip a text names, as an index into the ten fingertips (left thumb..little,
+    then right thumb..little), from its side word ("left"/"right") and finger word; None when
+    the text does not name both."""
+    words = [_FINGER_SYNONYMS.get(w, w) for w in re.findall(r"[a-z]+", text.lower())]
+    sides = [w for w in words if w in ("left", "right")]
+    fingers = [w for w in words if w in FINGER_WORDS]
+    if not sides or not fingers:
+        return None
+    return (0 if sides[0] == "left" else 5) + FINGER_WORDS.index(fingers[0])
+
+
 @dataclass(frozen=True)
 class LocatorConfig(JSONConfig):
     """image_size: square frames' side (pixels); camera: normalised intrinsics (fx / W,
@@ -207,6 +225,16 @@ class ObjectLocator(nn.Module):
         return centre, radius
 
 
+def table_up(centres: torch.Tensor) -> torch.Tensor:
+    """(N, 3) object centres in camera frames (y down) -> (3,) the unit normal of the plane
+    they rest on, pointing up (against the image's y): the table's up, fitted to the data."""
+    if centres.ndim != 2 or centres.shape[0] < 3 or centres.shape[1] != 3:
+        raise ValueError(f"need (N >= 3, 3) centres, got {tuple(centres.shape)}")
+    centred = centres.double() - centres.double().mean(0)
+    normal = torch.linalg.svd(centred, full_matrices=False).Vh[2]  # least-variance direction
+    return (normal if normal[1] < 0 else -normal).float()
+
+
 def save_locator(locator: ObjectLocator, path: str | Path, metadata: dict | None = None) -> Path:
     """Weights (safetensors) with the config and ``metadata`` (JSON) in the header."""
     from safetensors.torch import save_file  # noqa: PLC0415
@@ -221,7 +249,10 @@ def save_locator(locator: ObjectLocator, path: str | Path, metadata: dict | None
 
 
 def load_locator(path: str | Path, device: str | torch.device = "cpu") -> ObjectLocator:
-    """A locator saved by :func:`save_locator`, in eval mode."""
+    """A locator saved by :func:`save_locator`, in eval mode; ``.table_up`` is the table's up
+    normal its training recorded (None if it recorded none)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no object locator at {path}")
     from safetensors import safe_open  # noqa: PLC0415
     from safetensors.torch import load_file  # noqa: PLC0415
 
@@ -231,4 +262,6 @@ def load_locator(path: str | Path, device: str | torch.device = "cpu") -> Object
         raise ValueError(f"{path} is not an object locator (format {header.get('format')!r})")
     locator = ObjectLocator(LocatorConfig.from_dict(json.loads(header["config"])))
     locator.load_state_dict(load_file(str(path), device="cpu"))
+    up = json.loads(header.get("metadata", "{}")).get("table_up")
+    locator.table_up = None if up is None else torch.tensor(up)  # (3,), see table_up
     return locator.to(device).eval()
