@@ -151,7 +151,11 @@ class WorldBranch:
         for h in range(horizon):
             poses = self.delta(sequences[:, h])  # (K, 57) commanded poses
             reward, _ = self.core.step(poses)
-            total += reward if self.contact is None else self.contact(poses)
+            if self.contact is None:
+                total += reward
+            else:  # the imagined source reads each branch's own decoded frame
+                total += self.contact(poses, self.core.frames() if self.contact.needs_frames
+                                      else None)
             if self.support_penalty > 0:
                 total -= self.support_penalty * self.outside_support(poses)
             if self.view_penalty > 0:

@@ -43,10 +43,11 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward-head", default=None,
                    help="task reward head (training/train_task_reward.py) for the task_head "
                         "objectives; eval also scores imagined returns with it")
-    p.add_argument("--contact-source", choices=("pixels", "true"), default="pixels",
-                   help="--objective contact: where the named object is read at each replanning: "
-                        "'pixels' (--locator on the real frame) or 'true' (the simulator's state: "
-                        "a privileged diagnostic)")
+    p.add_argument("--contact-source", choices=("pixels", "imagined", "true"), default="pixels",
+                   help="--objective contact: where the named object is read: 'pixels' (--locator "
+                        "on the real frame at each replanning), 'imagined' (--locator on every "
+                        "imagined frame of every branch) or 'true' (the simulator's state: a "
+                        "privileged diagnostic)")
     p.add_argument("--clearance", type=float, default=0.0, metavar="METRES",
                    help="--objective contact: keep the hands' other points this far beyond the "
                         "object's located surface (0: off)")
@@ -57,6 +58,9 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
                    help="--objective contact: 'above' aims at the object's top and charges the "
                         "fingertip for going below it (the table's up: the locator's, or the "
                         "simulator's for --contact-source true)")
+    p.add_argument("--fuse", choices=("last", "median"), default="last",
+                   help="--objective contact: the place scored against: the last reading, or the "
+                        "median of the episode's readings so far")
     p.add_argument("--locator", default=None, metavar="LOCATOR.safetensors",
                    help="the object locator (training/train_locator.py) for --contact-source pixels")
     p.add_argument("--horizon", type=int, default=3)
@@ -217,7 +221,8 @@ def build_mpc(model: str, args: argparse.Namespace):
         scorer = SimBranch(_env_config(args, "sim", color_split="test"))
     prior, count, name = None, 0, f"mpc_{model}_{args.planner}"
     if model == "world" and args.objective == "contact":
-        name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "")
+        name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "") \
+            + ("_median" if args.fuse == "median" else "")
     if getattr(args, "prior", None):
         if model != "world":
             raise ValueError("--prior proposes in imagination: use it with mpc_world")
@@ -240,8 +245,8 @@ def located_contact(args: argparse.Namespace, model):
 
     if not args.reward_head:
         raise ValueError("--objective contact needs --reward-head PATH (a contact-structured head)")
-    if args.contact_source == "pixels" and not args.locator:
-        raise ValueError("--contact-source pixels needs --locator PATH")
+    if args.contact_source != "true" and not args.locator:
+        raise ValueError(f"--contact-source {args.contact_source} needs --locator PATH")
     texts: dict[str, torch.Tensor] = {}
 
     def embed(frame, text: str) -> torch.Tensor:  # the world model's own text embedding
@@ -250,10 +255,11 @@ def located_contact(args: argparse.Namespace, model):
             texts[text] = model.encode_semantic(frames, [text]).text[0, 0].float().cpu()
         return texts[text]
 
-    locator = load_locator(args.locator) if args.contact_source == "pixels" else None
+    locator = load_locator(args.locator) if args.contact_source != "true" else None
     return LocatedContact(load_task_reward(args.reward_head), embed, args.contact_source, locator,
                           log_reward=True, clearance=args.clearance,
-                          hold_other=args.hold_other, approach=args.approach)
+                          hold_other=args.hold_other, approach=args.approach,
+                          fuse=args.fuse)
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -91,6 +91,8 @@ class MPCPolicy(Policy):
 
     def reset(self, env, obs, info, seed):
         self.planner.reset()
+        if getattr(self.scorer, "contact", None) is not None:
+            self.scorer.contact.reset()
         self.seed, self.t = seed, 0
         self.frames: list[np.ndarray] = []
         self.goal = None if self.goal_fn is None else self.goal_fn(env, seed)

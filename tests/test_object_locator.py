@@ -207,18 +207,47 @@ def test_pixel_source_moves_the_located_place_into_the_episode_frame():
     from dexac_env.sim.env import DexACSimEnv
     from world_model.keypoint_prior import from_camera
 
-    class Locator:  # answers a fixed camera-frame place
+    class Locator:  # a camera-frame place that moves with the frame's mean brightness
+        table_up = None
+
         def locate_text(self, frames, texts):
-            return torch.tensor([[0.05, 0.02, 0.5]]), torch.tensor([0.02])
+            x = frames.float().mean((1, 2, 3)) / 2550.0  # (N,)
+            return (torch.stack([0.05 + x, torch.full_like(x, 0.02), torch.full_like(x, 0.5)], -1),
+                    torch.full_like(x, 0.02))
 
     sim = DexACSimEnv(task="touch")
     obs, info = sim.reset(seed=1)
     contact, _ = _contact(sim, "pixels", Locator())
     pose = obs["proprio"].astype(np.float64)
-    contact.sync(obs["image"], pose, info["task_description"])
+    black = np.zeros_like(obs["image"])
+    contact.sync(black, pose, info["task_description"])
     expected = from_camera(torch.tensor([[[0.05, 0.02, 0.5]]]),
                            torch.from_numpy(pose[None]).float())[0, 0]
     assert torch.allclose(contact.centre, expected) and contact.radius == pytest.approx(0.02)
+    # fused by the median: one reading 10 cm off (the hand over the object) is outvoted
+    fused, _ = _contact(sim, "pixels", Locator(), fuse="median")
+    for frame in (black, black, np.full_like(black, 255)):
+        fused.sync(frame, pose, info["task_description"])
+    assert torch.allclose(fused.centre, expected)
+    fused.reset()
+    fused.sync(np.full_like(black, 255), pose, info["task_description"])
+    assert not torch.allclose(fused.centre, expected)  # a new episode starts afresh
+    # the imagined source: each branch is scored against its own frame's place
+    imagined, _ = _contact(sim, "imagined", Locator())
+    imagined.sync(black, pose, info["task_description"])
+    frames = np.stack([black, np.full_like(black, 255)])  # the second's place: 10 cm to the right
+    poses = np.stack([pose, pose])
+    d = imagined.distance(poses, frames)
+    assert d[0] == pytest.approx(contact.distance(pose[None])[0], abs=1e-6) and d[1] != d[0]
+    with pytest.raises(ValueError, match="pass frames"):
+        imagined.distance(poses)
+    Locator.table_up = torch.tensor([0.0, -0.8, -0.6])
+    for source in ("pixels", "imagined"):  # from above, with one place or one per branch
+        above, _ = _contact(sim, source, Locator(), approach="above")
+        above.sync(black, pose, info["task_description"])
+        d = above.distance(poses, frames if source == "imagined" else None)
+        assert d.shape == (2,) and np.isfinite(d).all()
+        assert (d[0] == d[1]) == (source == "pixels")
     sim.close()
     from agents.contact import LocatedContact
 
