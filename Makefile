@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 
-.PHONY: demo test venv lint bench clean-venv default-model evaluate ablations distill task-reward
+.PHONY: demo test venv lint bench clean-venv default-model evaluate ablations distill task-reward touch-planner
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -101,3 +101,13 @@ task-reward: venv
 	MUJOCO_GL=egl $(VENV)/bin/dexac sim generate --task touch --episodes 2400 --play-fraction 0.3 --seed 8 --out data/sim_touch_more.zarr
 	$(PY) -m training.train_task_reward --config configs/task_reward/touch_more.yaml
 	cp checkpoints/task_reward_touch_more.safetensors dexac_env/assets/task_reward_touch.safetensors
+
+# The touch planner's two learned parts, shipped in dexac_env/assets/ (docs/agents.md, "Locating
+# the object on the real frame"; docs/experiments.md E10, E13): the contact-structured head (its
+# reward form; ~36 min on 2 CPU cores) and the object locator (~12 min with gathering its
+# frames). Needs the stores of default-model and task-reward.
+touch-planner: venv
+	$(PY) -m training.train_task_reward --config configs/task_reward/touch_contact.yaml
+	$(PY) -m training.train_locator --config configs/locator/touch.yaml
+	cp checkpoints/task_reward_touch_contact.safetensors dexac_env/assets/task_reward_touch_contact.safetensors
+	cp checkpoints/object_locator_touch.safetensors dexac_env/assets/object_locator_touch.safetensors

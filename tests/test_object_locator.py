@@ -303,3 +303,40 @@ def test_training_entry_writes_a_scored_locator(tmp_path):
     assert scores["frames"] > 0 and 0 < scores["median_cm"] < 1000
     assert load_locator(out).config.width == 16
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+
+def test_shipped_locator_finds_the_named_object_in_the_shipped_episodes():
+    """The shipped locator on the first frames of the shipped store's touch episodes (train
+    colours): within 3 cm of where the simulator put the named object; it records its table."""
+    from dexac_env.defaults import ASSETS_DIR, open_store
+    from dexac_env.sim.generate import named_object_start
+
+    locator = load_locator(ASSETS_DIR / "object_locator_touch.safetensors")
+    assert locator.table_up is not None and abs(float(locator.table_up.norm()) - 1) < 1e-4
+    episodes = [e for e in open_store(None).episodes() if e.attrs.get("task") == "touch"]
+    assert episodes
+    frames = torch.from_numpy(np.stack([e.read("rgb", 0, 1)[0] for e in episodes]))
+    centre, _ = locator.locate_text(frames, [e.attrs["description"] for e in episodes])
+    truth = torch.from_numpy(np.stack([named_object_start(e.attrs) for e in episodes]))
+    assert (torch.linalg.vector_norm(centre - truth, dim=-1) < 0.03).all()
+
+
+def test_contact_objective_options_are_checked_before_planning():
+    import argparse
+
+    from agents.cli import located_contact
+
+    args = argparse.Namespace(reward_head=None, contact_source="pixels", locator=None,
+                              clearance=0.0, hold_other=0.0, approach="any", fuse="last")
+    with pytest.raises(ValueError, match="needs --reward-head"):
+        located_contact(args, model=None)
+    args.reward_head = "dexac_env/assets/task_reward_touch_contact.safetensors"
+    with pytest.raises(ValueError, match="needs --locator"):
+        located_contact(args, model=None)
+    args.locator = "dexac_env/assets/object_locator_touch.safetensors"
+    args.fuse = "mean"
+    with pytest.raises(ValueError, match="fuse one of"):
+        located_contact(args, model=None)
+    args.fuse, args.approach = "median", "above"
+    contact = located_contact(args, model=None)
+    assert torch.allclose(contact.up, contact.locator.table_up)

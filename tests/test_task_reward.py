@@ -332,12 +332,13 @@ def test_training_entry_contact_structure_learns_object_places(tmp_path):
     assert load_task_reward(out).config.structure == "contact"
 
 
-def test_shipped_head_fits_the_shipped_world_model():
-    """The shipped head reads the shipped model's latents and text embedding: if the default
-    world model is retrained with another latent shape, the head must be retrained too."""
+@pytest.mark.parametrize("name", ["task_reward_touch", "task_reward_touch_contact"])
+def test_shipped_head_fits_the_shipped_world_model(name):
+    """The shipped heads read the shipped model's latents and text embedding: if the default
+    world model is retrained with another latent shape, the heads must be retrained too."""
     from dexac_env.defaults import ASSETS_DIR, load_world_model
 
-    head = load_task_reward(ASSETS_DIR / "task_reward_touch.safetensors")
+    head = load_task_reward(ASSETS_DIR / f"{name}.safetensors")
     model = load_world_model(None)
     probe = model.encode(torch.zeros(1, 1, 64, 64, 3, dtype=torch.uint8))
     assert (head.config.latent_channels, head.config.latent_size) == (probe.shape[2], probe.shape[3])
