@@ -5,8 +5,9 @@ the named fingertip's distance to the named object, which it locates on each ima
 latent: 5 cm off on held-out colours, four times a touch's 1.3 cm (docs/agents.md, E10). A
 planner acting in the real world sees a real frame at every replanning. :class:`LocatedContact`
 locates the object there once per replanning and scores every imagined step's commanded
-fingertips against that place, with the head's learned fingertip choice (from the text) and
-reward form. Two sources of the place:
+fingertip against that place: the fingertip the text's words name (the head's learned choice
+only when they name none: it is near uniform, E13), with the head's reward form. Three sources
+of the place:
 
 - ``"pixels"``: an :class:`world_model.object_locator.ObjectLocator` on the observed frame
   and the text's colour word;
@@ -23,9 +24,10 @@ object moves 3 cm), so the best commanded pose is on the located surface, not in
 ``clearance`` > 0 also keeps the rest of the hands off the object: every other hand point
 (the wrists, the other nine fingertips, and three points along each wrist-fingertip line,
 where the palm and fingers are) closer than ``radius + clearance`` to the located centre costs
-its intrusion over the reward's length scale. Without it the planner brings the named
-fingertip close while the palm or another finger shoves the object away (measured with the
-simulator's own object place: the object moved 12-25 cm in two failed episodes, docs/agents.md).
+its intrusion over the reward's length scale. Tried against the shoves that fail touches (the
+palm or another finger moves the object before the fingertip arrives: 12-31 cm in two failed
+episodes inspected); it did not help (8/20 against 9/20, docs/experiments.md E13), so it is off
+by default. Approaching from above is what helped.
 
 ``approach="above"`` aims the fingertip at the object's top (the located centre plus the
 radius along the table's upward normal) and charges twice every metre the fingertip is below
@@ -41,8 +43,8 @@ episode's first frame, 1.5 cm at frame 24; single readings 7 cm off under the ha
 
 ``hold_other`` > 0 keeps the hand the text does not name where it was at the replanning: its
 wrist's displacement (m, over the reward's length scale) costs that weight. Nothing else in the
-objective involves that hand, so the planner's samples would move it at random; in the failed
-episodes above, it wandered across the table into the object.
+objective involves that hand, so the planner's samples move it at random. Off by default: it
+was tried with ``clearance`` (above) and did not help.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ FUSIONS = ("last", "median")
 class LocatedContact:
     """Per-step reward of (K, 57) commanded poses against a place located at each replanning.
 
-    head: a contact-structured task head (its fingertip choice and reward form are used, not
-    its locator); text_embedding: (frame, task text) -> (text_dim,) tensor (the world model's
-    semantic branch); locator: the pixel locator (``source="pixels"``); log_reward: plan on the log
-    reward (linear in the distance far from the object) rather than the reward.
+    head: a contact-structured task head (its reward form is used, and its fingertip choice
+    when the text names no fingertip; not its locator); text_embedding: (frame, task text) ->
+    (text_dim,) tensor (the world model's semantic branch); locator: the pixel locator
+    (sources ``"pixels"`` and ``"imagined"``); log_reward: plan on the log reward (linear in the
+    distance far from the object) rather than the reward. ``source``, ``two_sided``,
+    ``clearance``, ``hold_other``, ``approach`` and ``fuse``: the module docstring.
     """
 
     def __init__(self, head: TaskRewardHead, text_embedding: Any, source: str = "pixels",
