@@ -62,7 +62,8 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
                    help="--objective contact: the place scored against: the last reading, or the "
                         "median of the episode's readings so far")
     p.add_argument("--locator", default=None, metavar="LOCATOR.safetensors",
-                   help="the object locator (training/train_locator.py) for --contact-source pixels")
+                   help="the object locator (training/train_locator.py) for --contact-source pixels "
+                        "or imagined")
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--population", type=int, default=16)
     p.add_argument("--iterations", type=int, default=2)
@@ -235,8 +236,8 @@ def build_mpc(model: str, args: argparse.Namespace):
 
 
 def located_contact(args: argparse.Namespace, model):
-    """``--objective contact``'s scorer: ``--reward-head`` (a contact head) for the fingertip
-    choice and reward form, the place from ``--contact-source``."""
+    """``--objective contact``'s scorer: ``--reward-head`` (a contact head) for the reward form
+    (and the fingertip when the text names none), the place from ``--contact-source``."""
     import torch  # noqa: PLC0415
 
     from agents.contact import LocatedContact  # noqa: PLC0415
