@@ -180,7 +180,7 @@ class LocatedContact:
     def intrusion(self, poses: np.ndarray) -> np.ndarray:
         """(K, 57) -> (K,) summed depth (m) by which the hands' other points come within
         ``radius + clearance`` of the located centre (the named fingertip excluded, by the
-        head's choice weights)."""
+        fingertip choice)."""
         points = keypoints_3d(torch.as_tensor(poses, dtype=torch.float32))  # (K, 12, 3)
         lines = []
         for wrist in (0, 6):  # three points along each wrist-fingertip line of both hands
@@ -196,7 +196,8 @@ class LocatedContact:
 
     def other_hand_motion(self, poses: np.ndarray) -> np.ndarray:
         """(K, 57) -> (K,) how far (m) the hand the text does not name has moved its wrist
-        since the last sync (each hand weighted by the head's belief that it is not named)."""
+        since the last sync (each hand weighted by the fingertip choice's odds that it is not
+        named)."""
         poses = np.asarray(poses, np.float64)
         left_named = float(self.finger_weights[:5].sum())
         moved = [np.linalg.norm(poses[:, w.start:w.start + 3] - self.root_wrists[i], axis=1)
