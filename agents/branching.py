@@ -139,14 +139,18 @@ class WorldBranch:
                                   None if goal is None else [goal])
         self.sync_state(state, delta)
 
-    def __call__(self, sequences: np.ndarray) -> np.ndarray:
+    def _branch_from_root(self) -> None:
+        """Tile the synced root into the ``population`` branches (core and delta tracking)."""
         if self.root is None:
-            raise RuntimeError("call sync_state or sync_frames before scoring")
+            raise RuntimeError("call sync_state or sync_frames first")
+        self.core.set_state(select_state(self.root, [0] * self.population))
+        self.delta.set_state(self.root_delta.select([0] * self.population))
+
+    def __call__(self, sequences: np.ndarray) -> np.ndarray:
         k, horizon, _ = sequences.shape
         if k != self.population:
             raise ValueError(f"expected {self.population} sequences, got {k}")
-        self.core.set_state(select_state(self.root, [0] * k))
-        self.delta.set_state(self.root_delta.select([0] * k))
+        self._branch_from_root()
         total = np.zeros(k)
         for h in range(horizon):
             poses = self.delta(sequences[:, h])  # (K, 57) commanded poses
@@ -168,11 +172,8 @@ class WorldBranch:
         (``{"image": (K, 3, H, W), "proprio": (K, 57)}``, decoded imagined frames and commanded
         poses, as the world env gives a learner) to (K, A) actions. A stochastic ``act``
         gives K different proposals for the planner (``_Planner.plan(..., proposals)``)."""
-        if self.root is None:
-            raise RuntimeError("call sync_state or sync_frames before rolling a policy out")
+        self._branch_from_root()
         k = self.population
-        self.core.set_state(select_state(self.root, [0] * k))
-        self.delta.set_state(self.root_delta.select([0] * k))
         sequences = np.zeros((k, horizon, self.delta.dim))
         for h in range(horizon):
             obs = agent_observation(self.core.frames(), self.delta.state.pose)
