@@ -33,11 +33,11 @@ import torch
 def drawn_colour(frame: np.ndarray, centre_camera: torch.Tensor,
                  camera: tuple[float, float, float, float]) -> list[float]:
     """RGB (0-1) median of the 3 x 3 pixels of ``frame`` where ``centre_camera`` is imaged."""
-    fx, fy, cx, cy = camera
+    from world_model.keypoint_prior import image_fractions
+
     h, w = frame.shape[:2]
-    x, y, z = (float(v) for v in centre_camera)
-    col = int(np.clip((fx * x / z + cx) * w, 1, w - 2))
-    row = int(np.clip((fy * y / z + cy) * h, 1, h - 2))
+    u, v = (float(f) for f in image_fractions(centre_camera, camera))
+    col, row = int(np.clip(u * w, 1, w - 2)), int(np.clip(v * h, 1, h - 2))
     return (np.median(frame[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3), 0) / 255).tolist()
 
 

@@ -64,6 +64,16 @@ def from_camera(points: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return points @ camera_rotation.transpose(-1, -2) + actions[..., None, _HEAD : _HEAD + 3]
 
 
+def image_fractions(points: torch.Tensor, camera: tuple[float, float, float, float]) -> torch.Tensor:
+    """(..., 3) camera-frame points -> (..., 2) where the pinhole ``camera`` (normalised
+    intrinsics fx / W, fy / H, cx / W, cy / H) images them, as fractions of the image width /
+    height (0 at the left / top edge); depths within 1e-9 of 0 are taken as 1e-9."""
+    depth = points[..., 2]
+    safe = torch.where(depth.abs() < 1e-9, torch.full_like(depth, 1e-9), depth)
+    fx, fy, cx, cy = camera
+    return torch.stack([fx * points[..., 0] / safe + cx, fy * points[..., 1] / safe + cy], -1)
+
+
 def camera_keypoints(
     actions: torch.Tensor, camera: tuple[float, float, float, float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -77,9 +87,7 @@ def camera_keypoints(
     """
     in_camera = to_camera(keypoints_3d(actions), actions)  # (..., 12, 3)
     depth = in_camera[..., 2]
-    safe = torch.where(depth.abs() < 1e-9, torch.full_like(depth, 1e-9), depth)
-    fx, fy, cx, cy = camera
-    uv = torch.stack([fx * in_camera[..., 0] / safe + cx, fy * in_camera[..., 1] / safe + cy], -1)
+    uv = image_fractions(in_camera, camera)
     visible = (depth > MIN_DEPTH) & (uv >= 0).all(-1) & (uv < 1).all(-1)
     return in_camera, torch.where(visible[..., None], uv, torch.zeros_like(uv)), visible
 

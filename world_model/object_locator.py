@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from world_model.json_config import JSONConfig
+from world_model.keypoint_prior import image_fractions
 
 # sRGB (D65) -> XYZ, IEC 61966-2-1; and the D65 white point. Written here (a dozen lines)
 # rather than importing kornia or scikit-image for one conversion; a test checks it
@@ -197,10 +198,7 @@ class ObjectLocator(nn.Module):
         error = torch.linalg.vector_norm(centre - batch["centre"], dim=-1)  # (B,) m
         radius_error = (radius - batch["radius"]).abs()
         # the heatmap's target: the cell where the true centre is imaged
-        fx, fy, cx, cy = cfg.camera
-        truth = batch["centre"]
-        u = (fx * truth[:, 0] / truth[:, 2] + cx).clamp(0, 1 - 1e-6)
-        v = (fy * truth[:, 1] / truth[:, 2] + cy).clamp(0, 1 - 1e-6)
+        u, v = image_fractions(batch["centre"], cfg.camera).clamp(0, 1 - 1e-6).unbind(-1)
         s = int(math.isqrt(logits.shape[1]))
         cell = (v * s).long() * s + (u * s).long()
         heat = F.cross_entropy(logits, cell)
