@@ -217,9 +217,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from world_model import WorldModel  # noqa: PLC0415
 
     _check_args(args)
-    if args.merge:  # the settings alone, before minutes of rollouts
-        _check_merge({"store": args.store, "split": args.split, "frames": args.frames,
-                      "detector": args.detector, "settings": _settings(args)}, args)
+    # how the rows are scored: what a --merge report must share (checked before minutes of
+    # rollouts, and again by _merge on the finished report)
+    scored = {"store": args.store, "split": args.split, "frames": args.frames,
+              "detector": args.detector, "settings": _settings(args)}
+    if args.merge:
+        _check_merge(scored, args)
     store = EpisodeStore.open(args.store)
     detector = KeypointDetector.load(args.detector)
     results, models = [], []
@@ -250,11 +253,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         models.append((label, model, episodes))
     report = {
         "command": command_line(args),
-        "store": args.store,
-        "split": args.split,
-        "frames": args.frames,
-        "detector": args.detector,
-        "settings": _settings(args),
+        **scored,
         "detector_ceiling": detector.info.get("ceiling"),
         "results": results,
     }
