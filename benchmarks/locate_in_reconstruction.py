@@ -52,11 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--seed-start", type=int, default=1000)
     parser.add_argument("--checkpoint", default=None, help="world model (default: shipped)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="a tokenizer file (train_tokenizer.py) that replaces the model's own: "
+                             "the tokenizer measured alone")
     parser.add_argument("--locator", default=str(ASSETS_DIR / "object_locator_touch.safetensors"))
     parser.add_argument("--out", default="benchmarks/results/locate_in_reconstruction.json")
     args = parser.parse_args(argv)
 
     model, locator = load_world_model(args.checkpoint), load_locator(args.locator)
+    if args.tokenizer:
+        from training.components import load_component
+
+        load_component(args.tokenizer, "dexac-tokenizer", model.tokenizer,
+                       model.config.tokenizer.to_dict())
     sim = DexACSimEnv(task="touch", color_split="test")
     errors: dict[str, list[float]] = {"real_text": [], "reconstruction_text": [],
                                       "reconstruction_drawn": []}

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from training import cache_latents, train_tokenizer, train_wm
+from training.config import ConfigError
 from training.datasets import ShardedBatchSampler
 from training.synthetic import write_random_store
 
@@ -89,6 +91,45 @@ def test_single_process_pipeline_and_export_loads_in_facade(pipeline):
     checkpoint = torch.load(pipeline / "run_wm/checkpoints/step_00000002/state.pt", weights_only=True)
     name = next(k for k in checkpoint["model"] if k.startswith("dit."))
     assert torch.equal(model.state_dict()[name], checkpoint["model"][name])
+
+
+def test_tokenizer_fine_tune_starts_from_its_file_and_a_wm_keeps_the_named_tokenizer(pipeline):
+    """``model.init_checkpoint`` starts the VAE from a file (the hue and worst-pixel options on);
+    a world model initialised from an export keeps the tokenizer its config names."""
+    from world_model import WorldModel
+
+    work = pipeline
+    store = work / "sim.zarr"
+    tuned = work / "tok_tuned.safetensors"
+    base = ["--config", str(ROOT / "configs/tokenizer/tiny_vae.yaml"), "--set", f"data.store={store}",
+            "--set", "trainer.batch_size=2", "--set", "trainer.num_workers=0",
+            "--set", "trainer.progress_bar=false", "--set", "model.latent_stats_frames=8",
+            "--set", f"output={tuned}"]
+    assert train_tokenizer.main([
+        *base, "--set", "trainer.steps=1", "--set", "trainer.lr=0.0",
+        "--set", f"trainer.out_dir={work / 'run_vae_tuned'}",
+        "--set", f"model.init_checkpoint={work / 'tok.safetensors'}",
+        "--set", "model.hue_augment=1.0", "--set", "model.hard_pixel_weight=1.0",
+    ]) == 0
+    start, after = load_file(str(work / "tok.safetensors")), load_file(str(tuned))
+    # lr 0: the weights are the file's (a fresh init would differ); the latent stats refitted
+    assert all(torch.equal(start[k], after[k]) for k in start if not k.startswith("latent_"))
+    with pytest.raises(ConfigError, match="vae only"):
+        train_tokenizer.main(["--config", str(ROOT / "configs/tokenizer/tiny_ssl_vit.yaml"),
+                              "--set", "model.hue_augment=0.5"])
+    # the tokenizer named in a WM config wins over the init file's copy
+    perturbed = {k: (v + 0.01 if v.is_floating_point() and not k.startswith("latent_") else v)
+                 for k, v in after.items()}
+    with safe_open(str(tuned), "pt") as handle:
+        metadata = handle.metadata()
+    other = work / "tok_other.safetensors"
+    save_file(perturbed, str(other), metadata=metadata)
+    assert train_wm.main([*_wm_args(store, work, "run_wm_named_tok", 1),
+                          "--set", f"model.init_checkpoint={work / 'run_wm' / 'model.safetensors'}",
+                          "--set", f"model.tokenizer_checkpoint={other}"]) == 0
+    model = WorldModel.from_pretrained(str(work / "run_wm_named_tok" / "model.safetensors"))
+    state = model.tokenizer.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in perturbed.items())
 
 
 def test_export_sets_the_default_sampler_steps_and_keeps_the_weights(pipeline):

@@ -41,6 +41,25 @@ def test_kl_tiny_round_trip_shapes_stats_and_training_step():
         tokenizer.encode(frames.float())
 
 
+def test_worst_pixel_term_is_the_mean_of_the_largest_errors_and_is_checked():
+    """``hard_pixel_weight`` adds that weight x the mean of each frame's worst pixel errors
+    (summed over RGB), which is above the mean error: a tiny object the plain mean lets go
+    counts in full there."""
+    tokenizer = VideoTokenizer(TokenizerConfig())
+    frames = _frames()[:, :1]
+    torch.manual_seed(3)
+    plain, logs = tokenizer.loss(frames)
+    torch.manual_seed(3)
+    weighted, hard_logs = tokenizer.loss(frames, hard_pixel_weight=2.0, hard_pixel_fraction=0.02)
+    assert "hard" not in logs and torch.isclose(weighted - plain, torch.tensor(2 * hard_logs["hard"]))
+    assert hard_logs["hard"] > 3 * hard_logs["l1"]  # worst 2% of pixels, summed over RGB
+    torch.manual_seed(3)
+    _, all_logs = tokenizer.loss(frames, hard_pixel_weight=1.0, hard_pixel_fraction=1.0)
+    assert abs(all_logs["hard"] - 3 * all_logs["l1"]) < 1e-4  # every pixel: 3 x the L1 mean
+    with pytest.raises(ValueError, match="hard_pixel_fraction"):
+        tokenizer.loss(frames, hard_pixel_weight=1.0, hard_pixel_fraction=0.0)
+
+
 def test_wan_tokenizer_loads_from_a_local_directory(tmp_path):
     from diffusers import AutoencoderKLWan
 

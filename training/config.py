@@ -156,8 +156,9 @@ class WMModelConfig:
             ssl_vit`` for the semantic image encoder (None: the facade's default).
         init_checkpoint: a WorldModel file (an export) whose weights start this run, e.g. to
             fine-tune the shipped default with a new zero-initialised part (the keypoint
-            prior). Its tokenizer and semantic encoder replace the two checkpoints above;
-            every tensor of the file must fit the model, and the model's tensors the file
+            prior). It is loaded first, so the two checkpoints above, when named, replace its
+            tokenizer and semantic encoder (the named tokenizer is the one that cached the
+            training latents: a fine-tune onto a new tokenizer names it); every tensor of the file must fit the model, and the model's tensors the file
             lacks keep their init (they are listed at start).
     """
 
@@ -234,6 +235,13 @@ class TokenizerModelConfig:
         latent_stats_frames: frames sampled from the store to fit the VAE's latent mean/std
             after training.
         teacher_momentum: ssl_vit only: EMA momentum of the teacher update after every step.
+        init_checkpoint: a tokenizer file (``train_tokenizer.py``'s output) whose weights start
+            this run (vae only): a fine-tune.
+        hard_pixel_weight, hard_pixel_fraction: vae only: weight of the worst pixels' error
+            term of ``VideoTokenizer.loss`` and the share of each frame's pixels it averages.
+        hue_augment: vae only: the share of training frames given a random hue rotation
+            (``world_model.object_locator.rotate_hue``), so that colours no training frame shows
+            are kept rather than drawn as the nearest training colour.
     """
 
     kind: str = "vae"
@@ -241,10 +249,25 @@ class TokenizerModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     latent_stats_frames: int = 256
     teacher_momentum: float = 0.996
+    init_checkpoint: str | None = None
+    hard_pixel_weight: float = 0.0
+    hard_pixel_fraction: float = 0.02
+    hue_augment: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("vae", "ssl_vit"):
             raise ConfigError(f"model.kind must be 'vae' or 'ssl_vit', got {self.kind!r}")
+        vae_only = {"init_checkpoint": self.init_checkpoint is not None,
+                    "hard_pixel_weight": self.hard_pixel_weight != 0.0,
+                    "hue_augment": self.hue_augment != 0.0}
+        if self.kind != "vae" and any(vae_only.values()):
+            raise ConfigError(f"model.{', '.join(k for k, v in vae_only.items() if v)}: "
+                              "vae only")
+        if self.hard_pixel_weight < 0 or not 0.0 < self.hard_pixel_fraction <= 1.0:
+            raise ConfigError(f"model.hard_pixel_weight must be >= 0 and hard_pixel_fraction in "
+                              f"(0, 1], got {self.hard_pixel_weight}, {self.hard_pixel_fraction}")
+        if not 0.0 <= self.hue_augment <= 1.0:
+            raise ConfigError(f"model.hue_augment must be in [0, 1], got {self.hue_augment}")
 
 
 @dataclass(frozen=True)

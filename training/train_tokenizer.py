@@ -16,6 +16,7 @@ world model (its loss is part of ``WorldModel.loss``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -27,8 +28,20 @@ import torch
 from torch import nn
 
 from dexac_env.replay.store import StoreError
-from training.components import engine_overrides, entry_parser, run_main, save_component
-from training.config import ConfigError, TokenizerRunConfig, load_config, to_dict
+from training.components import (
+    engine_overrides,
+    entry_parser,
+    load_component,
+    run_main,
+    save_component,
+)
+from training.config import (
+    ConfigError,
+    TokenizerModelConfig,
+    TokenizerRunConfig,
+    load_config,
+    to_dict,
+)
 from training.datasets import ClipDataset
 from training.engine import load_fp32_state_dict
 from training.trainer import Trainer
@@ -51,8 +64,21 @@ def build_model(config: TokenizerRunConfig) -> tuple[nn.Module, dict]:
         raise ConfigError(f"model.overrides: {exc}") from exc
 
 
-def vae_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    return model.loss(batch["frames"])  # (B, T, H, W, 3) uint8
+def vae_loss_fn(config: TokenizerModelConfig):
+    """The VAE's ``(model, batch) -> (loss, logs)``: ``hue_augment`` of the frames turned to a
+    random hue first, then ``VideoTokenizer.loss`` with the config's worst-pixel term."""
+    from world_model.object_locator import rotate_hue  # noqa: PLC0415
+
+    def vae_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        frames = batch["frames"]  # (B, T, H, W, 3) uint8
+        if config.hue_augment > 0:
+            b = frames.shape[0]
+            turned = torch.rand(b, device=frames.device) < config.hue_augment
+            angle = torch.rand(b, device=frames.device) * 2 * math.pi * turned
+            frames = (rotate_hue(frames.float() / 255.0, angle) * 255.0).round().to(torch.uint8)
+        return model.loss(frames, config.hard_pixel_weight, config.hard_pixel_fraction)
+
+    return vae_loss
 
 
 def ssl_vit_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -84,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{model_config.get('resolution', model_config.get('image_size'))} px"
         )
     kind = config.model.kind
+    if config.model.init_checkpoint:  # a fine-tune: the file's weights, its config checked
+        load_component(config.model.init_checkpoint, "dexac-tokenizer", model, model_config)
     momentum = config.model.teacher_momentum
     trainer = Trainer(
         model,
         dataset,
         config.trainer,
         {"run": to_dict(config), "model_config": model_config},
-        loss_fn=vae_loss if kind == "vae" else ssl_vit_loss,
+        loss_fn=vae_loss_fn(config.model) if kind == "vae" else ssl_vit_loss,
         after_step=None if kind == "vae" else (lambda m, step: m.update_teacher(momentum)),
     )
     trainer.fit(resume=args.resume)

@@ -35,6 +35,9 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
 
     wm_config = config.world_model_config()
     model = WorldModel(wm_config, action_mean, action_std)
+    if config.model.init_checkpoint:  # first: the named parts below win over the file's copies
+        start_from_checkpoint(model, config.model.init_checkpoint)
+    # the tokenizer named here is the one the training latents were cached with
     if config.model.tokenizer_checkpoint:
         load_component(
             config.model.tokenizer_checkpoint,
@@ -53,8 +56,6 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
             model.semantic_encoder.ssl_vit,
             wm_config.semantic.ssl_vit.to_dict(),
         )
-    if config.model.init_checkpoint:
-        start_from_checkpoint(model, config.model.init_checkpoint)
     # pixels were encoded once by cache_latents.py: the perception parts are not trained here
     for part in (model.tokenizer, model.semantic_encoder):
         if part is not None:
