@@ -122,6 +122,36 @@ def test_locator_learns_to_find_the_named_colour_and_refuses_bad_input(tmp_path)
         again.locate_text(held_out["frames"][:1], ["touch it"])
 
 
+def test_redraw_fraction_passes_that_share_of_training_frames_through_the_redraw():
+    """``redraw_fraction`` sends about that share of a batch through ``locator.redraw`` (after
+    the hue turn, so the redraw sees the frames the loss scores) and refuses to train without
+    one; 0 never calls it; bad fractions are refused."""
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    with pytest.raises(ValueError, match="redraw_fraction"):
+        LocatorConfig(redraw_fraction=1.5)
+    config = LocatorConfig(image_size=32, camera=(0.7, 0.7, 0.5, 0.5), width=16,
+                           redraw_fraction=0.5)
+    locator = ObjectLocator(config)
+    batch = _scene(400, g)
+    with pytest.raises(RuntimeError, match="needs locator.redraw"):
+        locator.loss(batch)
+    seen = []
+
+    def redraw(frames):
+        assert frames.dtype == torch.float32 and float(frames.max()) <= 1.0
+        seen.append(len(frames))
+        return torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1)
+
+    locator.redraw = redraw
+    loss, _ = locator.loss(batch)
+    assert torch.isfinite(loss) and len(seen) == 1 and 150 < seen[0] < 250
+    plain = ObjectLocator(LocatorConfig(image_size=32, camera=(0.7, 0.7, 0.5, 0.5), width=16))
+    plain.redraw = redraw
+    plain.loss(batch)
+    assert len(seen) == 1
+
+
 def test_from_camera_inverts_to_camera():
     from dexac_env.defaults import open_store
     from world_model.keypoint_prior import from_camera, to_camera
@@ -289,6 +319,7 @@ def test_training_entry_writes_a_scored_locator(tmp_path):
     import json
 
     from dexac_env.defaults import DEFAULT_STORE
+    from training.config import ConfigError
     from training.train_locator import main
 
     out = tmp_path / "locator.safetensors"
@@ -303,6 +334,18 @@ def test_training_entry_writes_a_scored_locator(tmp_path):
     assert scores["frames"] > 0 and 0 < scores["median_cm"] < 1000
     assert load_locator(out).config.width == 16
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    # trained also on the shipped model's drawings: scored on them too; a fraction without a
+    # model to redraw with is refused before training
+    redrawn = tmp_path / "redrawn.safetensors"
+    with pytest.raises(ConfigError, match="redraw_with"):
+        main([*args, "--set", "model.redraw_fraction=0.5"])
+    assert main([*args, "--set", "model.redraw_fraction=0.5", "--set", "data.redraw_with=default",
+                 "--set", "data.eval_splits=[train]", "--set", f"output={redrawn}",
+                 "--set", f"trainer.out_dir={tmp_path / 'run_redrawn'}"]) == 0
+    scores = json.loads(redrawn.with_suffix(".json").read_text())["scores"]
+    assert {"train", "train_redrawn"} <= set(scores)
+    assert scores["train_redrawn"]["frames"] == scores["train"]["frames"]
+    assert load_locator(redrawn).config.redraw_fraction == 0.5
 
 
 def test_shipped_locator_finds_the_named_object_in_the_shipped_episodes():

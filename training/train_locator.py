@@ -12,6 +12,11 @@ camera that the stored ``action`` row puts there) and its mean half extent. The 
 holds object colours no training frame shows. At the end the locator is written to
 ``output`` with its errors on ``data.eval_splits`` and the table's up normal (fitted to the
 training places: a planner's "above", agents/contact.py) inside it and in a ``.json`` beside it.
+
+``data.redraw_with`` (a world model) with ``model.redraw_fraction`` > 0 also trains on that
+model's tokenizer's drawings of the frames (after their hue turn: the tokenizer's own colour
+shifts are learned), for a locator that reads imagined frames (``--contact-source imagined``);
+every eval split is then scored on its drawn frames too (``<split>_redrawn``).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class LocatorDataConfig:
         frame_stride: every how many frames of an episode one is taken.
         last_frame: frames after this index are skipped (the object may have moved).
         cache: directory for the gathered arrays (one ``.npz`` per store and split).
+        redraw_with: the world model whose tokenizer redraws frames (``model.redraw_fraction``
+            of the training frames, and every eval split scored again on its redrawn frames):
+            a checkpoint path, or "default" for the shipped one; None: no redrawing.
     """
 
     stores: tuple[str, ...] = ("data/sim_touch.zarr",)
@@ -55,6 +63,7 @@ class LocatorDataConfig:
     frame_stride: int = 3
     last_frame: int = 24
     cache: str | None = None
+    redraw_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,28 @@ def locate_errors(locator: Any, arrays: dict[str, np.ndarray], batch: int = 512)
             "radius_mae_cm": float(np.concatenate(radius_errors).mean())}
 
 
+def tokenizer_redraw(checkpoint: str):
+    """frames (B, H, W, 3) float [0, 1] -> the world model's tokenizer's drawing of them
+    (encode then decode), float [0, 1]; ``checkpoint``: a path or "default"."""
+    from dexac_env.defaults import load_world_model  # noqa: PLC0415
+
+    model = load_world_model(None if checkpoint == "default" else checkpoint)
+
+    @torch.no_grad()
+    def redraw(frames: torch.Tensor) -> torch.Tensor:
+        pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]  # (B, 1, H, W, 3)
+        return model.decode(model.encode(pixels))[:, 0].float().div(255.0).to(frames.device)
+
+    return redraw
+
+
+def redrawn(arrays: dict[str, np.ndarray], redraw, batch: int = 256) -> dict[str, np.ndarray]:
+    """``arrays`` with its frames replaced by ``redraw``'s drawing of them (uint8)."""
+    frames = [(redraw(torch.from_numpy(arrays["frames"][i:i + batch]).float() / 255.0) * 255)
+              .round().to(torch.uint8).numpy() for i in range(0, len(arrays["frames"]), batch)]
+    return arrays | {"frames": np.concatenate(frames)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from world_model.object_locator import ObjectLocator, save_locator  # noqa: PLC0415
 
@@ -163,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         return ObjectLocator(replace(config.model, image_size=size,
                                      camera=tuple(float(c) for c in camera)))
 
-    trainer = Trainer(make(), LocatorFrames(train), config.trainer, {"run": to_dict(config)})
+    redraw = None
+    if config.model.redraw_fraction > 0 or data.redraw_with is not None:
+        if data.redraw_with is None:
+            raise ConfigError("model.redraw_fraction > 0 needs data.redraw_with (a world model)")
+        redraw = tokenizer_redraw(data.redraw_with)
+    model = make()
+    model.redraw = redraw
+    trainer = Trainer(model, LocatorFrames(train), config.trainer, {"run": to_dict(config)})
     trainer.fit(resume=args.resume)
     if trainer.engine.rank == 0:
         locator = make()
@@ -171,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         locator.eval()
         scores = {split: locate_errors(locator, gathered(data, split))
                   for split in (data.split, *data.eval_splits)}
+        if redraw is not None:  # the same frames as the world model draws them
+            scores |= {f"{split}_redrawn": locate_errors(locator, redrawn(gathered(data, split),
+                                                                            redraw))
+                       for split in data.eval_splits}
         up = table_up(torch.from_numpy(train["centre"]))
         report = {"scores": scores, "table_up": up.tolist(), "run_config": to_dict(config)}
         save_locator(locator, config.output, report)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -113,7 +114,10 @@ class LocatorConfig(JSONConfig):
     fy / H, cx / W, cy / H); width: channels of the first stage; colour_scale: CIELAB distance
     at which the similarity channel falls to exp(-1/2); heatmap_weight: weight of the place
     heatmap's cross-entropy (the soft-argmax centre's error in metres has weight 1 x
-    ``locate_weight``); hue_augment: train with random hue rotations."""
+    ``locate_weight``); hue_augment: train with random hue rotations; redraw_fraction: the
+    share of training frames passed through ``redraw`` (the world model's tokenizer, encode then
+    decode) after their hue rotation, so the locator also learns to read the model's own
+    drawings (the imagined frames a planner scores), colour distortions included."""
 
     image_size: int = 64
     camera: tuple[float, float, float, float] = (0.714, 0.714, 0.5, 0.5)
@@ -123,6 +127,11 @@ class LocatorConfig(JSONConfig):
     radius_weight: float = 10.0
     heatmap_weight: float = 1.0
     hue_augment: bool = True
+    redraw_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.redraw_fraction <= 1.0:
+            raise ValueError(f"redraw_fraction must be in [0, 1], got {self.redraw_fraction}")
 
 
 def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -136,6 +145,9 @@ class ObjectLocator(nn.Module):
     def __init__(self, config: LocatorConfig) -> None:
         super().__init__()
         self.config = config
+        # frames (B, H, W, 3) float [0, 1] -> the world model's drawing of them, same form;
+        # training only (``redraw_fraction``), set by the trainer, never saved
+        self.redraw: Callable[[torch.Tensor], torch.Tensor] | None = None
         w = config.width
         self.stem = _block(5, w // 2)  # full resolution: one layer reads the pixels
         self.down1 = nn.Sequential(_block(w // 2, w, 2), _block(w, w))  # 1/2
@@ -194,6 +206,14 @@ class ObjectLocator(nn.Module):
         if cfg.hue_augment:  # the same turn for the frame and its named colour
             angle = torch.rand(frames.shape[0], device=frames.device) * 2 * math.pi
             frames, colours = rotate_hue(frames, angle), rotate_hue(colours[:, None], angle)[:, 0]
+        if cfg.redraw_fraction > 0:
+            if self.redraw is None:
+                raise RuntimeError("redraw_fraction > 0 needs locator.redraw (the tokenizer)")
+            chosen = torch.rand(frames.shape[0], device=frames.device) < cfg.redraw_fraction
+            if chosen.any():
+                with torch.no_grad():
+                    frames = frames.clone()
+                    frames[chosen] = self.redraw(frames[chosen])
         centre, radius, logits = self(frames, colours)
         error = torch.linalg.vector_norm(centre - batch["centre"], dim=-1)  # (B,) m
         radius_error = (radius - batch["radius"]).abs()
