@@ -158,8 +158,9 @@ class WMModelConfig:
             fine-tune the shipped default with a new zero-initialised part (the keypoint
             prior). It is loaded first, so the two checkpoints above, when named, replace its
             tokenizer and semantic encoder (the named tokenizer is the one that cached the
-            training latents: a fine-tune onto a new tokenizer names it); every tensor of the file must fit the model, and the model's tensors the file
-            lacks keep their init (they are listed at start).
+            training latents: a fine-tune onto a new tokenizer names it); every tensor of the
+            file must fit the model, and the model's tensors the file lacks keep their init
+            (they are listed at start).
     """
 
     size: str = "tiny"
