@@ -207,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         locator = make()
         locator.load_state_dict(load_fp32_state_dict(Path(config.trainer.out_dir) / "checkpoints"))
         locator.eval()
-        scores = {split: locate_errors(locator, gathered(data, split))
-                  for split in (data.split, *data.eval_splits)}
+        splits = {data.split: train} | {split: gathered(data, split)  # each read once
+                                         for split in data.eval_splits if split != data.split}
+        scores = {split: locate_errors(locator, arrays) for split, arrays in splits.items()}
         if redraw is not None:  # the same frames as the world model draws them
-            scores |= {f"{split}_redrawn": locate_errors(locator, redrawn(gathered(data, split),
-                                                                            redraw))
+            scores |= {f"{split}_redrawn": locate_errors(locator, redrawn(splits[split], redraw))
                        for split in data.eval_splits}
         up = table_up(torch.from_numpy(train["centre"]))
         report = {"scores": scores, "table_up": up.tolist(), "run_config": to_dict(config)}
