@@ -240,6 +240,40 @@ def test_sim_distribution_metrics_separate_shifted_sets():
     assert (lpips_sim(detector, real[:3], fake[:3]) > 0).all()
 
 
+def test_detector_training_set_holds_each_models_reconstructions():
+    """One detector fair to two tokenizers: the true frames, then each model's drawings of them."""
+    from dexac_env.defaults import DEFAULT_CHECKPOINT, DEFAULT_STORE
+    from training.config import ConfigError, load_config
+    from training.datasets import open_store
+    from training.train_detector import DetectorRunConfig, build_dataset, read_points, reconstruct
+
+    tiny = "benchmarks/checkpoints/tiny_dexac.safetensors"
+    config = load_config(
+        DetectorRunConfig,
+        None,
+        [
+            f"data.store={DEFAULT_STORE}",
+            f"data.world_model={DEFAULT_CHECKPOINT}",
+            f"data.also_world_models=[{tiny}]",
+        ],
+    )
+    views = config.data.reconstruction_views()
+    assert list(views) == ["reconstructions", "reconstructions tiny_dexac"]
+    dataset, *_ = build_dataset(config)
+    frames, points, _ = read_points(open_store(DEFAULT_STORE), "train")
+    n = len(frames)
+    assert len(dataset.frames) == 3 * n
+    np.testing.assert_array_equal(dataset.frames[:n], frames)
+    np.testing.assert_array_equal(dataset.frames[2 * n :], reconstruct(tiny, frames))
+    np.testing.assert_array_equal(dataset.points_uv[2 * n :].numpy(), points.astype(np.float32))
+    # the two tokenizers draw differently, so the blocks are not copies of each other
+    assert not np.array_equal(dataset.frames[n : 2 * n], dataset.frames[2 * n :])
+    with pytest.raises(ConfigError, match="also_world_models"):
+        load_config(
+            DetectorRunConfig, None, ["data.world_model=null", f"data.also_world_models=[{tiny}]"]
+        )
+
+
 # -- the CLI on the shipped model -------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ and touch's contact objective located on the real frame."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -383,3 +384,35 @@ def test_contact_objective_options_are_checked_before_planning():
     args.fuse, args.approach = "median", "above"
     contact = located_contact(args, model=None)
     assert torch.allclose(contact.up, contact.locator.table_up)
+
+
+def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_curve(tmp_path):
+    """The imagined episode's first frame is the model's drawing of the real first frame; the
+    benchmark writes a per-step error for the real and the imagined frames, and the shipped
+    locator finds the object on the real first frame."""
+    from agents.envs import AgentEnvConfig, make_env
+    from benchmarks.locate_in_imagination import expert_episode, imagine, main
+    from dexac_env.defaults import load_world_model
+
+    sim = make_env(AgentEnvConfig(kind="sim", task="touch", color_split="test",
+                                  max_episode_steps=2))
+    try:
+        episode = expert_episode(sim, 1000, 2)
+    finally:
+        sim.close()
+    assert episode["frames"].shape[0] == episode["poses"].shape[0] == episode["truth"].shape[0] == 3
+    dream = imagine(AgentEnvConfig(kind="world", task="touch", max_episode_steps=2), [episode], 2)
+    assert dream.shape == (1, 3, *episode["frames"].shape[1:])
+    model = load_world_model(None)
+    with torch.no_grad():
+        drawn = model.decode(model.encode(torch.from_numpy(episode["frames"][:1])[None]))
+    assert np.abs(dream[0, 0].astype(int) - drawn[0, -1].numpy().astype(int)).max() <= 2
+    assert not np.array_equal(dream[0, 2], dream[0, 0])  # the poses moved the imagined hand
+
+    out = tmp_path / "imagination.json"
+    assert main(["--seeds", "1", "--steps", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    real, imagined = result["errors"]["real"], result["errors"]["imagined"]
+    assert len(real["median_cm_per_step"]) == len(imagined["median_cm_per_step"]) == 3
+    assert real["median_cm_per_step"][0] < 3.0
+    assert out.with_suffix(".png").stat().st_size > 10_000

@@ -39,6 +39,8 @@ class DetectorDataConfig:
         split: training split.
         eval_split: split whose frames measure the detector's ceiling at the end.
         world_model: checkpoint whose tokenizer reconstructions are added (None: true only).
+        also_world_models: further checkpoints whose reconstructions are added too, so that one
+            detector scores models with different tokenizers on an equal footing.
         max_eval_frames: frames of ``eval_split`` used for the ceiling.
     """
 
@@ -46,7 +48,20 @@ class DetectorDataConfig:
     split: str = "train"
     eval_split: str = "val"
     world_model: str | None = "dexac_env/assets/dexac_default.safetensors"
+    also_world_models: tuple[str, ...] = ()
     max_eval_frames: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.also_world_models and not self.world_model:
+            raise ConfigError("data.also_world_models needs data.world_model")
+
+    def reconstruction_views(self) -> dict[str, str]:
+        """View name -> checkpoint whose reconstructions it holds (the first is "reconstructions")."""
+        paths = [self.world_model, *self.also_world_models] if self.world_model else []
+        return {
+            ("reconstructions" if i == 0 else f"reconstructions {Path(p).stem}"): p
+            for i, p in enumerate(paths)
+        }
 
 
 @dataclass(frozen=True)
@@ -137,9 +152,10 @@ def build_dataset(config: DetectorRunConfig):
     store = open_store(config.data.store)
     names, families = point_set(store)
     frames, points, visible = read_points(store, config.data.split)
-    if config.data.world_model:
-        frames = np.concatenate([frames, reconstruct(config.data.world_model, frames)])
-        points, visible = np.concatenate([points, points]), np.concatenate([visible, visible])
+    drawn = [reconstruct(path, frames) for path in config.data.reconstruction_views().values()]
+    copies = 1 + len(drawn)
+    frames = np.concatenate([frames, *drawn])
+    points, visible = np.concatenate([points] * copies), np.concatenate([visible] * copies)
     return KeypointFrames(frames, points, visible), names, families, store
 
 
@@ -151,8 +167,8 @@ def measure_ceiling(detector, config: DetectorRunConfig, store) -> dict:
         store, config.data.eval_split, config.data.max_eval_frames
     )
     views = {"true_frames": frames}
-    if config.data.world_model:
-        views["reconstructions"] = reconstruct(config.data.world_model, frames)
+    for name, path in config.data.reconstruction_views().items():
+        views[name] = reconstruct(path, frames)
     return {name: detector_ceiling(detector, view, points, visible) for name, view in views.items()}
 
 

@@ -1,0 +1,181 @@
+"""Can the named object be found in the world model's imagined frames, step after step?
+
+``locate_in_reconstruction.py`` measures the tokenizer alone (one frame, encoded and decoded).
+MPC that reads imagination also needs the dynamics to keep the object where it is and in its
+colour while a hand moves towards it. Here, for held-out seeds of the touch task (held-out
+colours), the simulator's scripted expert reaches for the named object; the world model
+imagines the same episode open loop from its first frame with the expert's poses; and the
+shipped locator looks for the text's colour on
+
+- ``real``: the simulator's frame at step t;
+- ``imagined``: the imagined frame at step t (same poses, nothing real after the first frame).
+
+Error: distance (cm) from the located centre to the simulator's object centre at step t. The
+JSON holds the median per step and per seed; the PNG, the median error against the step
+(real and imagined) above the first seed's real (top) and imagined (bottom) frames.
+
+    python benchmarks/locate_in_imagination.py --out benchmarks/results/locate_in_imagination.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def expert_episode(env, seed: int, steps: int) -> dict:
+    """The scripted expert for ``steps`` steps: frames (steps + 1, H, W, 3), the commanded pose
+    of each frame (steps + 1, 57), the object's true centre at each frame (steps + 1, 3), text."""
+    from agents.contact import true_place
+    from agents.evaluate import info_image
+    from agents.policies import ExpertPolicy
+
+    policy = ExpertPolicy()
+    obs, info = env.reset(seed=seed)
+    policy.reset(env, obs, info, seed)
+    frames, poses = [info_image(obs)], [env.commanded_pose.copy()]
+    truth = [true_place(env.unwrapped)[0].numpy()]
+    text = str(info["task_description"])
+    for _ in range(steps):
+        obs, _, terminated, truncated, info = env.step_pose(policy.act(env, obs, info))
+        frames.append(info_image(obs))
+        poses.append(env.commanded_pose.copy())
+        truth.append(true_place(env.unwrapped)[0].numpy())
+        if terminated or truncated:
+            break
+    return {"frames": np.stack(frames), "poses": np.stack(poses), "truth": np.stack(truth),
+            "text": text, "seed": seed}
+
+
+def imagine(world, episodes: list[dict], steps: int) -> np.ndarray:
+    """(N, steps + 1, H, W, 3): each episode imagined open loop from its first frame."""
+    from agents.branching import state_from_frames, world_vector_env
+
+    venv = world_vector_env(world, len(episodes))
+    core = venv.core
+    count = core.context_pixel_frames
+    core.set_state(state_from_frames(
+        core, [np.stack([e["frames"][0]] * count) for e in episodes],
+        np.stack([e["poses"][0] for e in episodes]), [e["text"] for e in episodes],
+        seeds=[e["seed"] for e in episodes]))
+    frames = [core.frames().copy()]
+    for t in range(1, steps + 1):
+        core.step(np.stack([e["poses"][t] for e in episodes]))
+        frames.append(core.frames().copy())
+    venv.close()
+    return np.stack(frames, 1)
+
+
+def locate_errors(locator, frames: np.ndarray, poses: np.ndarray, truth: np.ndarray,
+                  text: str) -> np.ndarray:
+    """(T,) cm from the located centre of the text's colour to ``truth`` on each frame."""
+    from world_model.keypoint_prior import from_camera
+    from world_model.object_locator import colour_of
+
+    colour = torch.tensor([colour_of(text)] * len(frames))
+    with torch.no_grad():
+        centre, _, _ = locator(torch.from_numpy(np.ascontiguousarray(frames)), colour)
+    place = from_camera(centre[:, None], torch.from_numpy(poses).float())[:, 0]
+    return 100 * torch.linalg.vector_norm(place - torch.from_numpy(truth).float(), dim=-1).numpy()
+
+
+def figure(path: Path, steps: np.ndarray, medians: dict[str, np.ndarray], real: np.ndarray,
+           imagined: np.ndarray, label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = np.linspace(0, len(real) - 1, 6).round().astype(int)
+    fig = plt.figure(figsize=(9, 6.2))
+    grid = fig.add_gridspec(3, 6, height_ratios=[2.2, 1, 1])
+    ax = fig.add_subplot(grid[0, :])
+    for name, values in medians.items():
+        ax.plot(steps, values, marker="o", ms=3, label=name)
+    ax.axhline(2.0, color="grey", lw=0.8, ls="--", label="2 cm")
+    ax.set_xlabel("env step (the expert reaching for the named object)")
+    ax.set_ylabel("locator error, median over seeds (cm)")
+    ax.set_title(label, fontsize=9)
+    ax.legend(fontsize=8)
+    for row, frames in ((1, real), (2, imagined)):
+        for col, t in enumerate(shown):
+            a = fig.add_subplot(grid[row, col])
+            a.imshow(frames[t])
+            a.set_xticks([])
+            a.set_yticks([])
+            if col == 0:
+                a.set_ylabel("real" if row == 1 else "imagined", fontsize=8)
+            if row == 1:
+                a.set_title(f"step {t}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.envs import AgentEnvConfig, make_env
+    from dexac_env.defaults import ASSETS_DIR
+    from world_model.object_locator import load_locator
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seed-start", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=20, help="env steps imagined per episode")
+    parser.add_argument("--checkpoint", default=None, help="world model (default: shipped)")
+    parser.add_argument("--locator", default=str(ASSETS_DIR / "object_locator_touch.safetensors"))
+    parser.add_argument("--out", default="benchmarks/results/locate_in_imagination.json")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.steps < 1:
+        parser.error("--seeds and --steps must be >= 1")
+
+    locator = load_locator(args.locator)
+    sim = make_env(AgentEnvConfig(kind="sim", task="touch", color_split="test",
+                                  max_episode_steps=args.steps))
+    try:
+        episodes = [expert_episode(sim, seed, args.steps)
+                    for seed in range(args.seed_start, args.seed_start + args.seeds)]
+    finally:
+        sim.close()
+    steps = min(len(e["frames"]) for e in episodes) - 1
+    world = AgentEnvConfig(kind="world", task="touch", checkpoint=args.checkpoint,
+                           max_episode_steps=steps)
+    imagined = imagine(world, [{**e, "poses": e["poses"][: steps + 1]} for e in episodes], steps)
+    errors = {"real": [], "imagined": []}
+    for e, dream in zip(episodes, imagined, strict=True):
+        cut = slice(0, steps + 1)
+        errors["real"].append(locate_errors(locator, e["frames"][cut], e["poses"][cut],
+                                            e["truth"][cut], e["text"]))
+        errors["imagined"].append(locate_errors(locator, dream, e["poses"][cut],
+                                                e["truth"][cut], e["text"]))
+    errors = {name: np.stack(rows) for name, rows in errors.items()}  # (seeds, steps + 1)
+    medians = {name: np.median(rows, 0) for name, rows in errors.items()}
+    summary = {
+        name: {"median_cm_per_step": medians[name].round(3).tolist(),
+               "median_cm_all_steps": float(np.median(rows)),
+               "within_2cm_share_per_step": (rows <= 2.0).mean(0).round(3).tolist(),
+               "per_seed_cm": rows.round(3).tolist()}
+        for name, rows in errors.items()}
+    result = {"command": "python " + shlex.join(sys.argv), "checkpoint": args.checkpoint,
+              "locator": args.locator, "seeds": args.seeds, "seed_start": args.seed_start,
+              "steps": steps, "errors": summary}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    figure(out.with_suffix(".png"), np.arange(steps + 1), medians, episodes[0]["frames"],
+           imagined[0], f"{args.checkpoint or 'shipped default'}: {args.seeds} held-out seeds")
+    for name, s in summary.items():
+        per = s["median_cm_per_step"]
+        print(f"{name}: median {s['median_cm_all_steps']:.2f} cm over all steps; step 0 "
+              f"{per[0]:.2f}, step {steps // 2} {per[steps // 2]:.2f}, step {steps} {per[-1]:.2f}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
