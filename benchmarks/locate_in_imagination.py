@@ -10,6 +10,10 @@ shipped locator looks for the text's colour on
 - ``real``: the simulator's frame at step t;
 - ``imagined``: the imagined frame at step t (same poses, nothing real after the first frame).
 
+A reference row, ``named_fingertip``: the distance from the fingertip the text names (the
+commanded pose) to the object. A locator that answered with the hand's place would score it,
+so an imagined error falling with it as the hand arrives is not the object being found.
+
 Error: distance (cm) from the located centre to the simulator's object centre at step t. The
 JSON holds the median per step and per seed; the PNG, the median error against the step
 (real and imagined) above the first seed's real (top) and imagined (bottom) frames.
@@ -85,6 +89,17 @@ def locate_errors(locator, frames: np.ndarray, poses: np.ndarray, truth: np.ndar
     return 100 * torch.linalg.vector_norm(place - torch.from_numpy(truth).float(), dim=-1).numpy()
 
 
+def fingertip_distances(poses: np.ndarray, truth: np.ndarray, text: str) -> np.ndarray:
+    """(T,) cm from the fingertip the text names (of each commanded pose) to ``truth``."""
+    from world_model.keypoint_prior import keypoints_3d
+    from world_model.object_locator import fingertip_of
+    from world_model.task_reward import FINGERTIPS
+
+    tip = FINGERTIPS[fingertip_of(text) or 0]
+    place = keypoints_3d(torch.from_numpy(poses).float())[:, tip]
+    return 100 * torch.linalg.vector_norm(place - torch.from_numpy(truth).float(), dim=-1).numpy()
+
+
 def figure(path: Path, steps: np.ndarray, medians: dict[str, np.ndarray], real: np.ndarray,
            imagined: np.ndarray, label: str) -> None:
     import matplotlib
@@ -97,7 +112,8 @@ def figure(path: Path, steps: np.ndarray, medians: dict[str, np.ndarray], real: 
     grid = fig.add_gridspec(3, 6, height_ratios=[2.2, 1, 1])
     ax = fig.add_subplot(grid[0, :])
     for name, values in medians.items():
-        ax.plot(steps, values, marker="o", ms=3, label=name)
+        style = {"ls": ":", "color": "grey"} if name == "named_fingertip" else {"marker": "o"}
+        ax.plot(steps, values, ms=3, label=name.replace("_", " "), **style)
     ax.axhline(2.0, color="grey", lw=0.8, ls="--", label="2 cm")
     ax.set_xlabel("env step (the expert reaching for the named object)")
     ax.set_ylabel("locator error, median over seeds (cm)")
@@ -146,13 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     world = AgentEnvConfig(kind="world", task="touch", checkpoint=args.checkpoint,
                            max_episode_steps=steps)
     imagined = imagine(world, [{**e, "poses": e["poses"][: steps + 1]} for e in episodes], steps)
-    errors = {"real": [], "imagined": []}
+    errors = {"real": [], "imagined": [], "named_fingertip": []}
     for e, dream in zip(episodes, imagined, strict=True):
         cut = slice(0, steps + 1)
         errors["real"].append(locate_errors(locator, e["frames"][cut], e["poses"][cut],
                                             e["truth"][cut], e["text"]))
         errors["imagined"].append(locate_errors(locator, dream, e["poses"][cut],
                                                 e["truth"][cut], e["text"]))
+        errors["named_fingertip"].append(
+            fingertip_distances(e["poses"][cut], e["truth"][cut], e["text"])
+        )
     errors = {name: np.stack(rows) for name, rows in errors.items()}  # (seeds, steps + 1)
     medians = {name: np.median(rows, 0) for name, rows in errors.items()}
     summary = {
