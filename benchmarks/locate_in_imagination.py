@@ -90,12 +90,16 @@ def locate_errors(locator, frames: np.ndarray, poses: np.ndarray, truth: np.ndar
 
 
 def fingertip_distances(poses: np.ndarray, truth: np.ndarray, text: str) -> np.ndarray:
-    """(T,) cm from the fingertip the text names (of each commanded pose) to ``truth``."""
+    """(T,) cm from the fingertip the text names (of each commanded pose) to ``truth``; NaN
+    when the text names none."""
     from world_model.keypoint_prior import keypoints_3d
     from world_model.object_locator import fingertip_of
     from world_model.task_reward import FINGERTIPS
 
-    tip = FINGERTIPS[fingertip_of(text) or 0]
+    named = fingertip_of(text)
+    if named is None:
+        return np.full(len(poses), np.nan)
+    tip = FINGERTIPS[named]
     place = keypoints_3d(torch.from_numpy(poses).float())[:, tip]
     return 100 * torch.linalg.vector_norm(place - torch.from_numpy(truth).float(), dim=-1).numpy()
 
@@ -173,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             fingertip_distances(e["poses"][cut], e["truth"][cut], e["text"])
         )
     errors = {name: np.stack(rows) for name, rows in errors.items()}  # (seeds, steps + 1)
-    medians = {name: np.median(rows, 0) for name, rows in errors.items()}
+    medians = {name: np.nanmedian(rows, 0) for name, rows in errors.items()}
     summary = {
         name: {"median_cm_per_step": medians[name].round(3).tolist(),
-               "median_cm_all_steps": float(np.median(rows)),
+               "median_cm_all_steps": float(np.nanmedian(rows)),
                "within_2cm_share_per_step": (rows <= 2.0).mean(0).round(3).tolist(),
                "per_seed_cm": rows.round(3).tolist()}
         for name, rows in errors.items()}

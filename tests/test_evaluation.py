@@ -272,6 +272,8 @@ def test_detector_training_set_holds_each_models_reconstructions():
         load_config(
             DetectorRunConfig, None, ["data.world_model=null", f"data.also_world_models=[{tiny}]"]
         )
+    with pytest.raises(ConfigError, match="one stem"):
+        load_config(DetectorRunConfig, None, [f"data.also_world_models=[{tiny}, x/{Path(tiny).name}]"])
 
 
 # -- the CLI on the shipped model -------------------------------------------------------------

@@ -54,6 +54,12 @@ class DetectorDataConfig:
     def __post_init__(self) -> None:
         if self.also_world_models and not self.world_model:
             raise ConfigError("data.also_world_models needs data.world_model")
+        stems = [Path(p).stem for p in self.also_world_models]
+        if len(set(stems)) != len(stems):
+            raise ConfigError(
+                f"data.also_world_models names two files with one stem ({stems}): each names "
+                "its view in the detector's ceiling"
+            )
 
     def reconstruction_views(self) -> dict[str, str]:
         """View name -> checkpoint whose reconstructions it holds (the first is "reconstructions")."""
