@@ -75,6 +75,10 @@ class LocatorRunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     output: str = "checkpoints/object_locator.safetensors"
 
+    def __post_init__(self) -> None:
+        if self.model.redraw_fraction > 0 and self.data.redraw_with is None:
+            raise ConfigError("model.redraw_fraction > 0 needs data.redraw_with (a world model)")
+
 
 class LocatorFrames(Dataset):
     """In-memory ``{"frames", "colours", "centre", "radius"}`` rows."""
@@ -194,11 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return ObjectLocator(replace(config.model, image_size=size,
                                      camera=tuple(float(c) for c in camera)))
 
-    redraw = None
-    if config.model.redraw_fraction > 0 or data.redraw_with is not None:
-        if data.redraw_with is None:
-            raise ConfigError("model.redraw_fraction > 0 needs data.redraw_with (a world model)")
-        redraw = tokenizer_redraw(data.redraw_with)
+    redraw = None if data.redraw_with is None else tokenizer_redraw(data.redraw_with)
     model = make()
     model.redraw = redraw
     trainer = Trainer(model, LocatorFrames(train), config.trainer, {"run": to_dict(config)})
