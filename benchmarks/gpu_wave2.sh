@@ -26,32 +26,21 @@ TEST_S=${TEST_S:-90}
 BENCH_S=${BENCH_S:-170}
 TRAIN_S=${TRAIN_S:-285}
 mkdir -p "$OUT" "$W"
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+# shellcheck source=benchmarks/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
 
 log "0. setup"
-if [ -d .whl ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >> "$W/setup.log" 2>&1 && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-(nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())") \
-  > "$W/nvidia_smi.txt" 2>&1
-head -12 "$W/nvidia_smi.txt" >> "$OUT/log.txt"
+gpu_setup
 
 if [[ $PARTS == *tests* ]]; then
 log "1. CUDA tests"
-timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider tests/test_inference_modes.py \
-  > "$OUT/tests_cuda.log" 2>&1 || log "tests: exit $?"
-tail -3 "$OUT/tests_cuda.log" >> "$OUT/log.txt"
+gpu_cuda_tests "$TEST_S"
 fi
 
 if [[ $PARTS == *bench* ]]; then
 log "2. env steps/s on the GPU"
 # shellcheck disable=SC2086
-timeout "$BENCH_S" $PY -m benchmarks.bench_env --device cuda $BENCH_ARGS --no-sim \
-  --text-features benchmarks/data/default_text_features.safetensors --out "$OUT/$BENCH_OUT" \
-  > "$W/bench.log" 2>&1 || log "bench: exit $?"
-tail -3 "$W/bench.log" >> "$OUT/log.txt"
+gpu_bench "$BENCH_S" "$BENCH_OUT" $BENCH_ARGS
 fi
 
 if [[ $PARTS == *train* ]]; then

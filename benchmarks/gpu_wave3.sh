@@ -22,18 +22,11 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-"--sizes 1 16 256 --loop-max 16 --steps 10 --modes fp32 bf16+graphs"}
 RUN=${RUN:-runs/wm_objects_tokenizer_gpu}
 mkdir -p "$OUT" "$W"
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+# shellcheck source=benchmarks/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
 
 log "0. setup"
-WHL=${WHL:-.whl}
-if [ -d "$WHL" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site "$WHL"/*.whl >> "$W/setup.log" 2>&1 && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-(nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())") \
-  > "$W/nvidia_smi.txt" 2>&1
-head -12 "$W/nvidia_smi.txt" >> "$OUT/log.txt"
+gpu_setup
 
 if [[ $PARTS == *train* ]]; then
 log "1. the default on the objects tokenizer, 3,000 steps"
@@ -54,17 +47,12 @@ fi
 if [[ $PARTS == *bench* ]]; then
 log "2. env steps/s on the GPU"
 # shellcheck disable=SC2086
-timeout "$BENCH_S" $PY -m benchmarks.bench_env --device cuda $BENCH_ARGS --no-sim \
-  --text-features benchmarks/data/default_text_features.safetensors --out "$OUT/env_gpu_wave3.json" \
-  > "$W/bench.log" 2>&1 || log "bench: exit $?"
-tail -3 "$W/bench.log" >> "$OUT/log.txt"
+gpu_bench "$BENCH_S" "env_gpu_wave3.json" $BENCH_ARGS
 fi
 
 if [[ $PARTS == *tests* ]]; then
 log "3. CUDA tests"
-timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider tests/test_inference_modes.py \
-  > "$OUT/tests_cuda.log" 2>&1 || log "tests: exit $?"
-tail -3 "$OUT/tests_cuda.log" >> "$OUT/log.txt"
+gpu_cuda_tests "$TEST_S"
 fi
 (cd "$W" && tar czf "$OUT/wave3_logs.tar.gz" --ignore-failed-read ./*.log nvidia_smi.txt metrics.jsonl summary.json \
   2>/dev/null)
