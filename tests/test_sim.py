@@ -250,3 +250,68 @@ def test_wrist_limits_hold_at_the_edges_of_the_one_action_space():
             assert hand.wrist[2, 3] >= WRIST_MIN_Z - 1e-12
         assert not info["physics_reset"]
     env.close()
+
+
+def test_random_shades_keep_their_name_and_stay_away_from_held_out_hues():
+    """Every shade of a training colour name lies in its name's hue band (black: dark), and
+    none comes within the margin of a held-out colour's hue."""
+    from dexac_env.sim.scene import (
+        HELD_OUT_HUE_MARGIN,
+        HUE_BANDS,
+        TEST_COLORS,
+        TRAIN_COLORS,
+        hue_of,
+        random_shade,
+    )
+
+    def hue_gap(a, b):
+        return abs((a - b + 180.0) % 360.0 - 180.0)
+
+    rng = np.random.default_rng(0)
+    held_out = [hue_of(rgb) for rgb in TEST_COLORS.values()]
+    for name, rgb in TRAIN_COLORS.items():
+        shades = np.array([random_shade(rng, name) for _ in range(400)])
+        assert shades.min() >= 0.0 and shades.max() <= 1.0
+        if name == "black":
+            assert shades.max() <= 0.2 + 1e-9
+            continue
+        start, end = HUE_BANDS[name]
+        assert hue_gap(hue_of(rgb), (start + ((end - start) % 360) / 2)) < (end - start) % 360
+        hues = [hue_of(tuple(s)) for s in shades]
+        assert all((h - start) % 360.0 <= (end - start) % 360.0 + 1e-6 for h in hues), name
+        assert min(hue_gap(h, t) for h in hues for t in held_out) >= HELD_OUT_HUE_MARGIN
+        assert np.ptp(hues) > 0.5 * ((end - start) % 360.0)  # shades spread over the band
+    with pytest.raises(ValueError, match="training colour names"):
+        random_shade(rng, "orange")
+
+
+def test_hues_split_recolours_the_train_scene_and_renders_the_shade():
+    """color_split="hues": the train scene's names and text, every object a drawn shade; the
+    named object's pixels carry that shade, not the palette colour."""
+    from dexac_env.sim.scene import TRAIN_COLORS
+    from dexac_env.sim.tasks import sample_task
+
+    plain = sample_task("touch", np.random.default_rng(3), "train")
+    hues = sample_task("touch", np.random.default_rng(3), "hues")
+    assert hues.description == plain.description
+    assert [o.color for o in hues.layout.objects] == [o.color for o in plain.layout.objects]
+    assert all(o.rgb is None for o in plain.layout.objects)
+    assert all(o.rgb is not None for o in hues.layout.objects)
+
+    env = _make("touch", resolution=96)
+    checked = 0
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed, options={"color_split": "hues"})
+        target = env.task_spec.layout.objects[env.task_spec.target]
+        if target.color == "black":
+            continue
+        image = obs["image"].reshape(-1, 3).astype(np.float64) / 255
+        shade = np.linalg.norm(image - np.array(target.rgb), axis=1)
+        palette = np.linalg.norm(image - np.array(TRAIN_COLORS[target.color]), axis=1)
+        if np.linalg.norm(np.array(target.rgb) - TRAIN_COLORS[target.color]) > 0.25:
+            # lit pixels are within ~0.2 of the geom colour; the drawn shade is there,
+            # the palette colour that the plain scene would show is not
+            assert (shade < 0.15).sum() > (palette < 0.15).sum(), (seed, target)
+            checked += 1
+    assert checked >= 2  # seeds whose shade is far from the palette colour (0 and 4)
+    env.close()

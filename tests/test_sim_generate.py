@@ -118,3 +118,31 @@ def test_named_object_start_finds_the_named_object_in_the_stored_first_frame():
         assert nearest == colour, (episode.name, colour, nearest, patch)
     with pytest.raises(ValueError, match="not a simulator episode"):
         named_object_start({"task": "touch"})
+
+
+def test_hues_data_set_shades_train_episodes_and_keeps_the_test_split(tmp_path):
+    """train_colors="hues": train/val episodes are recorded as the "hues" split and differ in
+    colour from the plain data set's same episode, test episodes are the plain data set's;
+    a stored hues episode resets to its own scene."""
+    from dexac_env.replay.store import EpisodeStore
+    from dexac_env.sim.generate import _reset_to
+
+    kwargs = {"tasks": ("touch",), "episodes": 3, "test_fraction": 0.34}
+    generate(_config(tmp_path / "plain.zarr", **kwargs), progress=False)
+    generate(_config(tmp_path / "hues.zarr", train_colors="hues", **kwargs), progress=False)
+    plain, hues = EpisodeStore.open(tmp_path / "plain.zarr"), EpisodeStore.open(tmp_path / "hues.zarr")
+    splits = {e.attrs["split"] for e in hues.episodes()}
+    assert "test" in splits and splits - {"test"}
+    for episode in hues.episodes():
+        twin = plain.episode(episode.name)
+        assert episode.attrs["description"] == twin.attrs["description"]
+        if episode.attrs["split"] == "test":
+            assert episode.attrs["color_split"] == "test"
+            np.testing.assert_array_equal(episode.read("rgb"), twin.read("rgb"))
+        else:
+            assert episode.attrs["color_split"] == "hues"
+            assert not np.array_equal(episode.read("rgb")[0], twin.read("rgb")[0])
+            env = _reset_to(episode.attrs)
+            assert all(o.rgb is not None for o in env.task_spec.layout.objects)
+    with pytest.raises(ValueError, match="train_colors"):
+        _config(tmp_path / "x.zarr", train_colors="pink")

@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--test-fraction", type=float, default=0.1,
         help="share of test episodes (held-out colours); e.g. 0.9 for a long-horizon test store",
     )
+    gen.add_argument(
+        "--train-colors", default="train", choices=("train", "hues"),
+        help="train/val object colours: the six fixed training colours, or 'hues' (each object "
+        "a random shade of its colour name, held-out hues excluded); test episodes always use "
+        "the held-out colours",
+    )
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(func=run_generate)
 

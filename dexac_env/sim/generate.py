@@ -3,7 +3,9 @@
 Episode ``i`` is fully determined by ``(seed, i)`` (task, split, expert or play, scene, policy
 noise), so the output does not depend on the number of workers or on resuming. Workers
 render in separate processes; the parent alone writes to the store. Test episodes draw their
-task objects from colours never used in train/val (``scene.TEST_COLORS``).
+task objects from colours never used in train/val (``scene.TEST_COLORS``); train/val episodes
+draw the six training colours, or with ``train_colors="hues"`` a random shade of each object's
+training colour name (``scene.random_shade``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class GenerateConfig:
     """Fraction of episodes driven by random play motion instead of the task expert."""
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    train_colors: str = "train"
+    """Train/val object colours: "train" (the six fixed colours) or "hues" (random shades)."""
 
     def __post_init__(self) -> None:
         from dexac_env.sim.tasks import TASK_NAMES
@@ -59,6 +63,8 @@ class GenerateConfig:
             )
         if not 0 <= self.val_fraction + self.test_fraction < 1 or not 0 <= self.play_fraction <= 1:
             raise ValueError("fractions must lie in [0, 1] with val + test < 1")
+        if self.train_colors not in ("train", "hues"):
+            raise ValueError(f"train_colors must be 'train' or 'hues', got {self.train_colors!r}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class EpisodePlan:
     mode: str  # "expert" or "play"
     env_seed: int
     policy_seed: int
+    color_split: str = "train"  # the simulator's colour split; "test" for test episodes
 
 
 def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
@@ -86,8 +93,16 @@ def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
     )
     mode = "play" if rng.random() < config.play_fraction else "expert"
     env_seed, policy_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 2))
+    color_split = "test" if split == "test" else config.train_colors
     return EpisodePlan(
-        index, EPISODE_NAME.format(index=index, task=task), task, split, mode, env_seed, policy_seed
+        index,
+        EPISODE_NAME.format(index=index, task=task),
+        task,
+        split,
+        mode,
+        env_seed,
+        policy_seed,
+        color_split,
     )
 
 
@@ -99,7 +114,7 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
     from dexac_env.sim.env import DexACSimEnv
     from dexac_env.sim.experts import PlayPolicy, ScriptedExpert
 
-    color_split = "test" if plan.split == "test" else "train"
+    color_split = plan.color_split
     key = (plan.task, resolution, fps, color_split)
     if key not in _ENVS:
         _ENVS[key] = DexACSimEnv(

@@ -37,7 +37,21 @@ TEST_COLORS: dict[str, tuple[float, float, float]] = {
     "pink": (0.95, 0.45, 0.7),
 }
 ALL_COLORS = {**TRAIN_COLORS, **TEST_COLORS}
-COLOR_SPLITS = ("train", "test", "all")
+# "hues": the training colour names, each object drawn in a random shade of its name's hue band
+# (random_shade) instead of the one fixed RGB, so that a model trained on such scenes learns
+# colour as a free attribute rather than six fixed values (docs/experiments.md E17).
+COLOR_SPLITS = ("train", "test", "all", "hues")
+# Hue bands (degrees, start -> end going up, may wrap through 0) of the chromatic training names.
+# They leave out every hue within 15 degrees of orange (29) and the whole purple-pink-magenta
+# arc (260-346, purple 277 and pink 330 inside it), so the test split's colours stay held out.
+HUE_BANDS: dict[str, tuple[float, float]] = {
+    "red": (346.0, 13.0),
+    "yellow": (45.0, 75.0),
+    "green": (75.0, 160.0),
+    "cyan": (160.0, 200.0),
+    "blue": (200.0, 260.0),
+}
+HELD_OUT_HUE_MARGIN = 15.0
 
 TABLE_HALF = (0.6, 0.45)  # table top half extents (x, y), centred at (0, TABLE_CENTER_Y)
 TABLE_CENTER_Y = 0.12
@@ -69,6 +83,12 @@ class ObjectSpec:
     pos: tuple[float, float, float]
     yaw: float
     mass: float
+    rgb: tuple[float, float, float] | None = None
+    """The drawn colour; None = the palette's RGB of ``color``."""
+
+    @property
+    def rgba(self) -> tuple[float, float, float, float]:
+        return (*(self.rgb if self.rgb is not None else ALL_COLORS[self.color]), 1.0)
 
     @property
     def half_height(self) -> float:
@@ -115,9 +135,37 @@ class SceneLayout:
 
 
 def palette(color_split: str) -> dict[str, tuple[float, float, float]]:
+    """The colour names a split draws from ("hues" draws the training names, then a shade)."""
     if color_split not in COLOR_SPLITS:
         raise ValueError(f"color_split must be one of {COLOR_SPLITS}, got {color_split!r}")
-    return {"train": TRAIN_COLORS, "test": TEST_COLORS, "all": ALL_COLORS}[color_split]
+    return {"train": TRAIN_COLORS, "test": TEST_COLORS, "all": ALL_COLORS, "hues": TRAIN_COLORS}[
+        color_split
+    ]
+
+
+def hue_of(rgb: tuple[float, float, float]) -> float:
+    """Hue in degrees [0, 360) (colorsys; the standard library's HSV)."""
+    import colorsys
+
+    return 360.0 * colorsys.rgb_to_hsv(*rgb)[0]
+
+
+def random_shade(rng: np.random.Generator, name: str) -> tuple[float, float, float]:
+    """A random RGB that a training colour name still describes: a hue from the name's band
+    (HUE_BANDS), saturation 0.5-0.95, value 0.5-0.98; "black" is a dark, weakly saturated
+    colour of any hue (value 0.04-0.2). Never within HELD_OUT_HUE_MARGIN of a test colour's hue."""
+    import colorsys
+
+    if name == "black":
+        h, s, v = rng.uniform(0, 1), rng.uniform(0.0, 0.4), rng.uniform(0.04, 0.2)
+    elif name in HUE_BANDS:
+        start, end = HUE_BANDS[name]
+        span = (end - start) % 360.0
+        h = ((start + rng.uniform(0.0, span)) % 360.0) / 360.0
+        s, v = rng.uniform(0.5, 0.95), rng.uniform(0.5, 0.98)
+    else:
+        raise ValueError(f"random_shade draws training colour names only, got {name!r}")
+    return tuple(float(c) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
 def sample_object(
@@ -174,13 +222,13 @@ def _fmt(values) -> str:
 
 
 def _object_xml(obj: ObjectSpec) -> str:
-    rgb = ALL_COLORS[obj.color]
+    rgba = obj.rgba
     quat = (np.cos(obj.yaw / 2), 0.0, 0.0, np.sin(obj.yaw / 2))
     size = {"box": obj.size, "cylinder": obj.size[:2], "sphere": obj.size[:1]}[obj.shape]
     return (
         f'<body name="{obj.name}" pos="{_fmt(obj.pos)}" quat="{_fmt(quat)}"><freejoint/>'
         f'<geom name="{obj.name}_geom" type="{obj.shape}" size="{_fmt(size)}" mass="{obj.mass:.4g}"'
-        f' rgba="{_fmt(rgb)} 1" contype="1" conaffinity="3" condim="4" friction="0.45 0.01 0.001"'
+        f' rgba="{_fmt(rgba)}" contype="1" conaffinity="3" condim="4" friction="0.45 0.01 0.001"'
         f' solref="0.01 1" material="object"/></body>'
     )
 

@@ -7,7 +7,7 @@ from the rest. Rewards are dense, in [0, 1], and equal 1 exactly when the task i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from dexac_env.sim.scene import (
     SceneLayout,
     palette,
     place_apart,
+    random_shade,
     sample_object,
 )
 
@@ -112,9 +113,15 @@ def surface_distance(
 
 
 def sample_task(name: str, rng: np.random.Generator, color_split: str = "train") -> TaskSpec:
+    """A task instance. ``color_split="hues"`` samples the "train" scene (same names, same
+    text), then draws every object in a random shade of its colour name (``random_shade``)."""
     if name not in TASK_NAMES:
         raise ValueError(f"task must be one of {TASK_NAMES}, got {name!r}")
-    return _SAMPLERS[name](rng, color_split)
+    if color_split != "hues":
+        return _SAMPLERS[name](rng, color_split)
+    spec = _SAMPLERS[name](rng, "train")
+    objects = tuple(replace(o, rgb=random_shade(rng, o.color)) for o in spec.layout.objects)
+    return replace(spec, layout=replace(spec.layout, objects=objects))
 
 
 def _side_of(x: float) -> str:
