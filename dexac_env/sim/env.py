@@ -135,7 +135,8 @@ class DexACSimEnv(gym.Env):
     ``task`` (one of TASK_NAMES), ``resolution`` (square image side, 16-1024), ``render_mode``
     (None or "rgb_array"), ``fps`` (control rate; physics runs at ``physics_dt``), ``fovy``
     (camera vertical field of view, degrees), ``color_split`` ("train", "test" = held-out object
-    colours, "all"), ``terminate_on_success``. ``reset(options={"color_split": ...})`` overrides
+    colours, "all", "hues" = the train scene with every object a random shade of its colour
+    name), ``terminate_on_success``. ``reset(options={"color_split": ...})`` overrides
     the colour split for one episode.
 
     ## Info
