@@ -35,6 +35,10 @@ def _env_args(p: argparse.ArgumentParser) -> None:
 
 
 def _planner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--color-split", choices=("test", "train"), default="test",
+                   help="object colours of the judged simulator: 'test' (colours no training "
+                        "episode shows: the figures of docs/agents.md) or 'train' (a diagnostic: "
+                        "the colours the world model was trained on)")
     p.add_argument("--planner", choices=("cem", "mppi"), default="cem")
     p.add_argument("--objective", choices=OBJECTIVES, default="learned",
                    help="imagination's objective (the simulator plans on its true reward): the "
@@ -215,11 +219,11 @@ def build_mpc(model: str, args: argparse.Namespace):
     elif model == "sim_learned":  # true dynamics, learned objective: a diagnostic
         from dexac_env.world_core import load_world_model  # noqa: PLC0415
 
-        scorer = SimBranch(_env_config(args, "sim", color_split="test"),
+        scorer = SimBranch(_env_config(args, "sim", color_split=args.color_split),
                            objective=objective_spec(args), model=load_world_model(args.checkpoint),
                            view_penalty=args.view_penalty)
     else:
-        scorer = SimBranch(_env_config(args, "sim", color_split="test"))
+        scorer = SimBranch(_env_config(args, "sim", color_split=args.color_split))
     prior, count, name = None, 0, f"mpc_{model}_{args.planner}"
     if model == "world" and args.objective == "contact":
         name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "") \
@@ -267,7 +271,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from agents.evaluate import evaluate_policy  # noqa: PLC0415
 
     policy = build_mpc(args.model, args)
-    sim = _env_config(args, "sim", color_split="test")
+    sim = _env_config(args, "sim", color_split=args.color_split)
     world = (_env_config(args, "world", reward=_imagined_reward(args))
              if args.model == "world" else None)
     summary = evaluate_policy(policy, sim, [args.seed], world, video=args.out)
@@ -281,7 +285,7 @@ def run_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
-    sim = _env_config(args, "sim", color_split="test")
+    sim = _env_config(args, "sim", color_split=args.color_split)
     world = None if args.no_imagined else _env_config(args, "world", reward=_imagined_reward(args))
     rows = []
     for spec in args.policy:

@@ -121,8 +121,8 @@ def evaluate_policy(policy: Policy, sim: AgentEnvConfig, seeds: list[int],
         "success_rate": successes / len(episodes),
         "success_ci95": wilson_interval(successes, len(episodes)),
         "real_return": mean_ci(real),
-        "per_seed": [{"seed": e.seed, "real_return": e.real_return, "success": e.success}
-                     for e in episodes],
+        "per_seed": [{"seed": e.seed, "text": e.text, "real_return": e.real_return,
+                      "success": e.success} for e in episodes],
     }
     imagined_frames = None
     if world is not None:

@@ -149,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="env steps imagined per episode")
     parser.add_argument("--checkpoint", default=None, help="world model (default: shipped)")
     parser.add_argument("--locator", default=str(ASSETS_DIR / "object_locator_touch.safetensors"))
+    parser.add_argument("--color-split", choices=("test", "train"), default="test",
+                        help="object colours: held out of training data, or the training ones")
     parser.add_argument("--out", default="benchmarks/results/locate_in_imagination.json")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
         parser.error("--seeds and --steps must be >= 1")
 
     locator = load_locator(args.locator)
-    sim = make_env(AgentEnvConfig(kind="sim", task="touch", color_split="test",
+    sim = make_env(AgentEnvConfig(kind="sim", task="touch", color_split=args.color_split,
                                   max_episode_steps=args.steps))
     try:
         episodes = [expert_episode(sim, seed, args.steps)
@@ -185,13 +187,15 @@ def main(argv: list[str] | None = None) -> int:
                "per_seed_cm": rows.round(3).tolist()}
         for name, rows in errors.items()}
     result = {"command": "python " + shlex.join(sys.argv), "checkpoint": args.checkpoint,
-              "locator": args.locator, "seeds": args.seeds, "seed_start": args.seed_start,
+              "locator": args.locator, "color_split": args.color_split, "seeds": args.seeds,
+              "seed_start": args.seed_start,
               "steps": steps, "errors": summary}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     figure(out.with_suffix(".png"), np.arange(steps + 1), medians, episodes[0]["frames"],
-           imagined[0], f"{args.checkpoint or 'shipped default'}: {args.seeds} held-out seeds")
+           imagined[0], f"{args.checkpoint or 'shipped default'}: {args.seeds} held-out seeds, "
+           f"{args.color_split} colours")
     for name, s in summary.items():
         per = s["median_cm_per_step"]
         print(f"{name}: median {s['median_cm_all_steps']:.2f} cm over all steps; step 0 "

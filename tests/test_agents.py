@@ -270,3 +270,24 @@ def test_reward_head_scores_are_perfect_for_a_perfect_head():
                           "true_reward": np.array([0.0, 0.1, 0.9, 1.0])})
     assert scores["success_auc"] == 1.0 and scores["success_f1"] == 1.0
     assert scores["reward_mse"] == 0.0
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_agent_eval_judges_in_the_requested_object_colours(tmp_path, split):
+    """`dexac agent eval --color-split`: the judged simulator's task texts name colours of that
+    split (held-out colours by default), and each seed's text is in the JSON."""
+    import json
+
+    from dexac_env.cli import main
+    from dexac_env.sim.scene import TEST_COLORS, TRAIN_COLORS
+
+    out = tmp_path / "eval.json"
+    args = ["agent", "eval", "--task", "touch", "--policy", "random", "--seeds", "3",
+            "--max-episode-steps", "2", "--no-imagined", "--out", str(out)]
+    assert main(args + (["--color-split", split] if split == "train" else [])) == 0
+    rows = json.loads(out.read_text())["policies"][0]["per_seed"]
+    colours = TRAIN_COLORS if split == "train" else TEST_COLORS
+    assert len(rows) == 3
+    for row in rows:
+        named = [c for c in {**TRAIN_COLORS, **TEST_COLORS} if f" {c} " in row["text"]]
+        assert named and named[0] in colours, row["text"]
