@@ -76,7 +76,7 @@ class EpisodePlan:
     mode: str  # "expert" or "play"
     env_seed: int
     policy_seed: int
-    color_split: str = "train"  # the simulator's colour split; "test" for test episodes
+    color_split: str  # the simulator's colour split: "test", or GenerateConfig.train_colors
 
 
 def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
