@@ -32,6 +32,9 @@ def _env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="episodes that start imagination (default: shipped)")
     p.add_argument("--split", default="train", help="store split imagination starts from")
     p.add_argument("--sampling-steps", type=int, default=2, help="sampler steps per imagined chunk")
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance on actions (default: the model's; > 1 needs a "
+                        "model trained with conditioning.action_dropout)")
 
 
 def _planner_args(p: argparse.ArgumentParser) -> None:
@@ -143,7 +146,8 @@ def _env_config(args, kind: str, **overrides):
 
     values = {"kind": kind, "task": args.task, "action_set": args.action_set,
               "max_episode_steps": args.max_episode_steps, "checkpoint": args.checkpoint,
-              "store": args.store, "split": args.split, "sampling_steps": args.sampling_steps}
+              "store": args.store, "split": args.split, "sampling_steps": args.sampling_steps,
+              "cfg_scale": args.cfg_scale}
     return AgentEnvConfig(**(values | overrides))
 
 

@@ -34,6 +34,8 @@ class AgentEnvConfig:
     checkpoint, store, split: world model and the episodes whose first frames start imagined
         episodes (None: the shipped defaults; ``split`` None: all).
     sampling_steps: sampler steps per imagined chunk (None: the model's).
+    cfg_scale: classifier-free guidance on actions (None: the model's; > 1 needs a model
+        trained with ``conditioning.action_dropout``).
     reward: world reward (``"learned"``, ``"goal_image"``, ``"pose_tracking"``).
     success_termination: end imagined episodes when the success head's probability reaches
         this (None: never; the imagined world has no terminal state otherwise).
@@ -48,6 +50,7 @@ class AgentEnvConfig:
     store: str | None = None
     split: str | None = "train"
     sampling_steps: int | None = 2
+    cfg_scale: float | None = None
     reward: str = "learned"
     success_termination: float | None = None
 
@@ -68,6 +71,7 @@ class AgentEnvConfig:
         """Keyword arguments of DexACWorld-v0 (dict observations)."""
         return {"checkpoint": self.checkpoint, "store": self.store, "task": self.task,
                 "split": self.split, "sampling_steps": self.sampling_steps,
+                "cfg_scale": self.cfg_scale,
                 "reward": self.reward, "obs_mode": "dict"}
 
 

@@ -148,13 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-start", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=20, help="env steps imagined per episode")
     parser.add_argument("--checkpoint", default=None, help="world model (default: shipped)")
+    parser.add_argument("--sampling-steps", type=int, default=2,
+                        help="sampler steps per imagined frame (the agents' default: 2)")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="classifier-free guidance on actions (default: the model's)")
     parser.add_argument("--locator", default=str(ASSETS_DIR / "object_locator_touch.safetensors"))
     parser.add_argument("--color-split", choices=("test", "train"), default="test",
                         help="object colours: held out of training data, or the training ones")
     parser.add_argument("--out", default="benchmarks/results/locate_in_imagination.json")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.steps < 1:
-        parser.error("--seeds and --steps must be >= 1")
+    if args.seeds < 1 or args.steps < 1 or args.sampling_steps < 1:
+        parser.error("--seeds, --steps and --sampling-steps must be >= 1")
 
     locator = load_locator(args.locator)
     sim = make_env(AgentEnvConfig(kind="sim", task="touch", color_split=args.color_split,
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.close()
     steps = min(len(e["frames"]) for e in episodes) - 1
     world = AgentEnvConfig(kind="world", task="touch", checkpoint=args.checkpoint,
+                           sampling_steps=args.sampling_steps, cfg_scale=args.cfg_scale,
                            max_episode_steps=steps)
     imagined = imagine(world, [{**e, "poses": e["poses"][: steps + 1]} for e in episodes], steps)
     errors = {"real": [], "imagined": [], "named_fingertip": []}
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                "per_seed_cm": rows.round(3).tolist()}
         for name, rows in errors.items()}
     result = {"command": "python " + shlex.join(sys.argv), "checkpoint": args.checkpoint,
+              "sampling_steps": args.sampling_steps, "cfg_scale": args.cfg_scale,
               "locator": args.locator, "color_split": args.color_split, "seeds": args.seeds,
               "seed_start": args.seed_start,
               "steps": steps, "errors": summary}

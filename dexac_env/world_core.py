@@ -24,6 +24,7 @@ the previous call's last row.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
@@ -123,6 +124,8 @@ class WorldEnvConfig(EnvKwargs):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.cfg_scale is not None and not self.cfg_scale > 0:
+            raise ValueError(f"cfg_scale must be > 0 (1 = no guidance), got {self.cfg_scale}")
         if self.cuda_graphs and not str(self.device).startswith("cuda"):
             raise ValueError(f"cuda_graphs needs a CUDA device, got device={self.device!r}")
 
@@ -154,6 +157,11 @@ class WorldCore:
         model.set_inference(config.precision, config.cuda_graphs)
         self.reward_fn: Reward = make_reward(config.reward)
         wm = model.config
+        scale = wm.sampler.cfg_scale if config.cfg_scale is None else config.cfg_scale
+        if scale != 1.0 and wm.conditioning.action_dropout == 0:
+            warnings.warn(f"cfg_scale {scale} guides on the model's 'no action' tokens, which it "
+                          "was not trained with (conditioning.action_dropout = 0): the guidance "
+                          "direction is untrained", stacklevel=2)
         self.context_frames = int(wm.context_frames)
         self.chunk_frames = int(wm.chunk_frames)
         self.action_frames = int(wm.action_frames)

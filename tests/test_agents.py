@@ -202,6 +202,25 @@ def test_mpc_acts_in_the_simulator_planning_in_either_model(kind, world_model):
     assert planner.last_returns is not None and planner.last_returns.shape == (4,)
 
 
+def test_action_guidance_reaches_imagination_and_warns_without_trained_null_tokens(world_model):
+    """`--cfg-scale` reaches the imagined step (a guided step differs from an unguided one from
+    the same state and noise); the shipped default was trained without action dropout, so
+    guiding it warns, and a scale <= 0 is refused."""
+    from agents.branching import world_vector_env
+    from dexac_env.world_core import WorldEnvConfig
+
+    action = np.zeros((1, 57), np.float32)
+    plain = world_vector_env(config("world", world_model), 1)
+    with pytest.warns(UserWarning, match="action_dropout"):
+        guided = world_vector_env(config("world", world_model, cfg_scale=3.0), 1)
+    assert guided.core.config.cfg_scale == 3.0
+    action[0] = plain.core.pose[0]  # hold the pose: only the guidance differs
+    a, b = (venv.step(action)[0] for venv in (plain, guided))
+    assert not np.allclose(a, b)
+    with pytest.raises(ValueError, match="cfg_scale"):
+        WorldEnvConfig.from_kwargs(cfg_scale=0.0)
+
+
 def test_support_penalty_lowers_only_plans_that_leave_the_training_data(world_model):
     from agents.branching import WorldBranch
 

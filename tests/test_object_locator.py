@@ -410,9 +410,10 @@ def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_cur
     assert not np.array_equal(dream[0, 2], dream[0, 0])  # the poses moved the imagined hand
 
     out = tmp_path / "imagination.json"
-    assert main(["--seeds", "1", "--steps", "2", "--color-split", "train", "--out", str(out)]) == 0
+    assert main(["--seeds", "1", "--steps", "2", "--color-split", "train", "--sampling-steps", "1",
+                 "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["color_split"] == "train"
+    assert result["color_split"] == "train" and result["sampling_steps"] == 1
     real, imagined = result["errors"]["real"], result["errors"]["imagined"]
     assert len(real["median_cm_per_step"]) == len(imagined["median_cm_per_step"]) == 3
     assert real["median_cm_per_step"][0] < 3.0
