@@ -61,6 +61,75 @@ def test_generate_writes_resumes_and_ignores_worker_count(tmp_path):
     assert TEST_COLORS  # test episodes draw their task objects from these held-out colours
 
 
+def _dies_on_two(x: int) -> int:
+    """A worker job that kills its process on 2 (module level: spawned workers import it)."""
+    import os
+
+    if x == 2:
+        os._exit(1)
+    return x
+
+
+def test_a_dead_worker_breaks_the_pool_instead_of_hanging():
+    """multiprocessing.Pool.imap waits forever for a worker that died; the executor raises."""
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dexac_env.sim.generate import _results
+
+    assert list(_results([0, 1], 2, job=_dies_on_two)) == [0, 1]
+    outcome: list = []
+
+    def run() -> None:  # in a daemon thread, so that a hang fails the test, not the suite
+        try:
+            outcome.append(list(_results([0, 1, 2, 3], 2, job=_dies_on_two)))
+        except BaseException as err:  # noqa: BLE001 - the error is the result under test
+            outcome.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert outcome, "the pool hung on a dead worker"
+    assert isinstance(outcome[0], BrokenProcessPool)
+
+
+def test_generate_restarts_the_pool_for_the_episodes_left(tmp_path, monkeypatch):
+    """A worker death mid-run re-renders only the episodes not yet written (identical to an
+    unbroken run); too many deaths stop with how to continue."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import dexac_env.sim.generate as gen
+    from dexac_env.replay.store import EpisodeStore
+
+    calls = []
+
+    def flaky(jobs, workers):
+        calls.append(len(jobs))
+        if len(calls) == 1:  # the first episode comes back, then a worker dies
+            yield gen._render_job(jobs[0])
+            raise BrokenProcessPool("a worker died")
+        yield from map(gen._render_job, jobs)
+
+    monkeypatch.setattr(gen, "_results", flaky)
+    with pytest.warns(UserWarning, match="restarting the pool for the 2 episodes left"):
+        summary = generate(_config(tmp_path / "a.zarr"), progress=False)
+    assert calls == [3, 2] and summary["written"] == 3
+    monkeypatch.undo()
+    generate(_config(tmp_path / "b.zarr"), progress=False)
+    a, b = EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "b.zarr")
+    assert a.episode_names() == b.episode_names()
+    for name in a.episode_names():
+        np.testing.assert_array_equal(a.episode(name).read("rgb"), b.episode(name).read("rgb"))
+
+    def dead(jobs, workers):
+        raise BrokenProcessPool("a worker died")
+        yield  # a generator, as _results is
+
+    monkeypatch.setattr(gen, "_results", dead)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="0 of 3 episodes.*again"):
+        generate(_config(tmp_path / "c.zarr"), progress=False)
+
+
 def test_generate_rejects_bad_config(tmp_path):
     with pytest.raises(ValueError):
         _config(tmp_path / "x.zarr", tasks=("juggle",))

@@ -2,7 +2,9 @@
 
 Episode ``i`` is fully determined by ``(seed, i)`` (task, split, expert or play, scene, policy
 noise), so the output does not depend on the number of workers or on resuming. Workers
-render in separate processes; the parent alone writes to the store. Test episodes draw their
+render in separate processes; the parent alone writes to the store. A worker that dies (a crash
+in the GL stack) restarts the pool for the episodes not yet written, up to ``MAX_POOL_RESTARTS``
+times; after that the run stops, and the same command continues it. Test episodes draw their
 task objects from colours never used in train/val (``scene.TEST_COLORS``); train/val episodes
 draw the six training colours, or with ``train_colors="hues"`` a random shade of each object's
 training colour name (``scene.random_shade``).
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -196,6 +201,7 @@ def named_object_radius(attrs: dict[str, Any]) -> float:
     return env.task_spec.layout.objects[env.task_spec.target].mean_half_extent
 
 
+MAX_POOL_RESTARTS = 3  # worker deaths survived in one run, each restarting the pool
 _SCENES: dict[tuple, list] = {}  # (task, color_split) -> [env, env_seed of its last reset]
 
 
@@ -220,13 +226,17 @@ def _render_job(job: tuple[EpisodePlan, int, int, int]) -> dict[str, Any]:
     return render_episode(*job)
 
 
-def _results(jobs: list, workers: int) -> Iterator[dict[str, Any]]:
+def _results(jobs: list, workers: int, job=_render_job) -> Iterator[dict[str, Any]]:
+    """``job`` of each of ``jobs``, in order. A worker that dies raises ``BrokenProcessPool``."""
     if workers == 1 or len(jobs) <= 1:
-        yield from map(_render_job, jobs)
+        yield from map(job, jobs)
         return
-    # spawn: each worker makes its own GL context; nothing GL-related is inherited
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_render_job, jobs)
+    # concurrent.futures rather than multiprocessing.Pool: when a worker dies (a segfault in
+    # libc under the GL stack, once in ~3,000 episodes here), Pool.imap waits forever, while the
+    # executor breaks with BrokenProcessPool. spawn: each worker makes its own GL context;
+    # nothing GL-related is inherited.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(job, jobs)
 
 
 def family_variance(mean_std: np.ndarray) -> dict[str, float]:
@@ -255,23 +265,40 @@ def generate(config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     store = EpisodeStore.create(config.out, exist_ok=True)
     plans = [plan_episode(config, i) for i in range(config.episodes)]
     todo = [p for p in plans if not store.has_episode(p.name)]
-    jobs = [(p, config.resolution, config.fps, config.frames) for p in todo]
     successes: dict[str, list[bool]] = {}
-    with tqdm(total=len(jobs), desc="sim episodes", unit="ep", disable=not progress) as bar:
-        for result in _results(jobs, config.workers):
-            plan = result["plan"]
-            store.write_episode(
-                plan.name,
-                result["rgb"],
-                result["action"],
-                result["keypoints_2d"],
-                result["keypoints_visible"],
-                attrs=result["attrs"],
-                extra=result["extra"],
-            )
-            if plan.mode == "expert":
-                successes.setdefault(plan.task, []).append(result["attrs"]["final_success"])
-            bar.update(1)
+    restarts = 0
+    with tqdm(total=len(todo), desc="sim episodes", unit="ep", disable=not progress) as bar:
+        while True:  # each episode is a pure function of its plan: a re-render is identical
+            left = [p for p in todo if not store.has_episode(p.name)]
+            jobs = [(p, config.resolution, config.fps, config.frames) for p in left]
+            try:
+                for result in _results(jobs, config.workers):
+                    plan = result["plan"]
+                    store.write_episode(
+                        plan.name,
+                        result["rgb"],
+                        result["action"],
+                        result["keypoints_2d"],
+                        result["keypoints_visible"],
+                        attrs=result["attrs"],
+                        extra=result["extra"],
+                    )
+                    if plan.mode == "expert":
+                        successes.setdefault(plan.task, []).append(
+                            result["attrs"]["final_success"])
+                    bar.update(1)
+                break
+            except BrokenProcessPool as err:
+                restarts += 1
+                done = sum(store.has_episode(p.name) for p in plans)
+                if restarts > MAX_POOL_RESTARTS:
+                    raise RuntimeError(
+                        f"sim generate: a worker died {restarts} times; {done} of "
+                        f"{len(plans)} episodes are in {config.out}. Run the same command "
+                        "again to continue from there"
+                    ) from err
+                warnings.warn(f"sim generate: a worker died ({err}); restarting the pool for "
+                              f"the {len(plans) - done} episodes left", stacklevel=2)
     stats = store.compute_action_stats()
     elapsed = time.perf_counter() - start
     return {
