@@ -14,6 +14,10 @@ A reference row, ``named_fingertip``: the distance from the fingertip the text n
 commanded pose) to the object. A locator that answered with the hand's place would score it,
 so an imagined error falling with it as the hand arrives is not the object being found.
 
+``--hold-pose`` asks whether the objects stay put when nothing moves: the episode becomes its
+first frame, pose and object place repeated, so the imagined frames are the model's rollout
+with the hand frozen, and any imagined error beyond step 0 is the rollout's own drift.
+
 Error: distance (cm) from the located centre to the simulator's object centre at step t. The
 JSON holds the median per step and per seed; the PNG, the median error against the step
 (real and imagined) above the first seed's real (top) and imagined (bottom) frames.
@@ -105,7 +109,7 @@ def fingertip_distances(poses: np.ndarray, truth: np.ndarray, text: str) -> np.n
 
 
 def figure(path: Path, steps: np.ndarray, medians: dict[str, np.ndarray], real: np.ndarray,
-           imagined: np.ndarray, label: str) -> None:
+           imagined: np.ndarray, label: str, held: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +123,8 @@ def figure(path: Path, steps: np.ndarray, medians: dict[str, np.ndarray], real: 
         style = {"ls": ":", "color": "grey"} if name == "named_fingertip" else {"marker": "o"}
         ax.plot(steps, values, ms=3, label=name.replace("_", " "), **style)
     ax.axhline(2.0, color="grey", lw=0.8, ls="--", label="2 cm")
-    ax.set_xlabel("env step (the expert reaching for the named object)")
+    ax.set_xlabel("env step (the hand held at its first pose)" if held
+                  else "env step (the expert reaching for the named object)")
     ax.set_ylabel("locator error, median over seeds (cm)")
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8)
@@ -155,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--locator", default=str(ASSETS_DIR / "object_locator_touch.safetensors"))
     parser.add_argument("--color-split", choices=("test", "train"), default="test",
                         help="object colours: held out of training data, or the training ones")
+    parser.add_argument("--context-noise", type=float, default=None,
+                        help="noise level the context latents are given at (default: the "
+                             "model's sampler.context_noise; as dexac evaluate's flag)")
+    parser.add_argument("--hold-pose", action="store_true",
+                        help="freeze the hand at the first pose: the objects' own drift")
     parser.add_argument("--out", default="benchmarks/results/locate_in_imagination.json")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 1 or args.sampling_steps < 1:
@@ -169,7 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.close()
     steps = min(len(e["frames"]) for e in episodes) - 1
-    world = AgentEnvConfig(kind="world", task="touch", checkpoint=args.checkpoint,
+    if args.hold_pose:  # nothing moves: the first frame, pose and place, repeated
+        episodes = [e | {k: np.repeat(e[k][:1], steps + 1, 0) for k in ("frames", "poses", "truth")}
+                    for e in episodes]
+    model = args.checkpoint
+    if args.context_noise is not None:  # the env takes a model object in place of a path
+        from dexac_env.defaults import load_world_model
+
+        model = load_world_model(args.checkpoint)
+        model.config = model.config.replace(sampler={"context_noise": args.context_noise})
+    world = AgentEnvConfig(kind="world", task="touch", checkpoint=model,
                            sampling_steps=args.sampling_steps, cfg_scale=args.cfg_scale,
                            max_episode_steps=steps)
     imagined = imagine(world, [{**e, "poses": e["poses"][: steps + 1]} for e in episodes], steps)
@@ -193,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, rows in errors.items()}
     result = {"command": "python " + shlex.join(sys.argv), "checkpoint": args.checkpoint,
               "sampling_steps": args.sampling_steps, "cfg_scale": args.cfg_scale,
+              "hold_pose": args.hold_pose, "context_noise": args.context_noise,
               "locator": args.locator, "color_split": args.color_split, "seeds": args.seeds,
               "seed_start": args.seed_start,
               "steps": steps, "errors": summary}
@@ -201,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     figure(out.with_suffix(".png"), np.arange(steps + 1), medians, episodes[0]["frames"],
            imagined[0], f"{args.checkpoint or 'shipped default'}: {args.seeds} held-out seeds, "
-           f"{args.color_split} colours")
+           f"{args.color_split} colours" + (", the hand frozen" if args.hold_pose else ""),
+           held=args.hold_pose)
     for name, s in summary.items():
         per = s["median_cm_per_step"]
         print(f"{name}: median {s['median_cm_all_steps']:.2f} cm over all steps; step 0 "

@@ -418,3 +418,11 @@ def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_cur
     assert len(real["median_cm_per_step"]) == len(imagined["median_cm_per_step"]) == 3
     assert real["median_cm_per_step"][0] < 3.0
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+    held = tmp_path / "held.json"
+    assert main(["--seeds", "1", "--steps", "2", "--color-split", "train", "--sampling-steps", "1",
+                 "--hold-pose", "--out", str(held)]) == 0
+    result = json.loads(held.read_text())
+    assert result["hold_pose"]
+    real = result["errors"]["real"]["median_cm_per_step"]
+    assert real[0] == real[1] == real[2]  # the first frame, repeated: only imagination may drift
