@@ -266,11 +266,11 @@ def generate(config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     plans = [plan_episode(config, i) for i in range(config.episodes)]
     todo = [p for p in plans if not store.has_episode(p.name)]
     successes: dict[str, list[bool]] = {}
-    restarts = 0
+    restarts, written = 0, set()
     with tqdm(total=len(todo), desc="sim episodes", unit="ep", disable=not progress) as bar:
         while True:  # each episode is a pure function of its plan: a re-render is identical
-            left = [p for p in todo if not store.has_episode(p.name)]
-            jobs = [(p, config.resolution, config.fps, config.frames) for p in left]
+            jobs = [(p, config.resolution, config.fps, config.frames)
+                    for p in todo if p.name not in written]
             try:
                 for result in _results(jobs, config.workers):
                     plan = result["plan"]
@@ -286,11 +286,12 @@ def generate(config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
                     if plan.mode == "expert":
                         successes.setdefault(plan.task, []).append(
                             result["attrs"]["final_success"])
+                    written.add(plan.name)
                     bar.update(1)
                 break
             except BrokenProcessPool as err:
                 restarts += 1
-                done = sum(store.has_episode(p.name) for p in plans)
+                done = len(plans) - len(todo) + len(written)
                 if restarts > MAX_POOL_RESTARTS:
                     raise RuntimeError(
                         f"sim generate: a worker died {restarts} times; {done} of "
