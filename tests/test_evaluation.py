@@ -441,3 +441,44 @@ def test_cfg_scale_and_context_noise_options_reach_the_sampler():
         **vars(args),
     )
     assert "--cfg-scale 2.0 --context-noise 0.1" in command_line(full)
+
+
+def test_still_hand_is_read_from_the_store_or_from_the_true_motion():
+    from benchmarks.still_hand import hand_pck, still_hand_of
+
+    kp3 = np.zeros((5, 12, 3))
+    kp3[:, :6, 0] = np.linspace(0, 0.10, 5)[:, None]  # the left hand moves 10 cm
+    kp3[:, 6:, 0] = np.linspace(0, 0.005, 5)[:, None]  # the right one 5 mm
+    assert still_hand_of({}, kp3, 0.02, 0.08) == "right"
+    assert still_hand_of({"still_hand": "left"}, kp3, 0.02, 0.08) == "left"
+    assert still_hand_of({}, kp3, 0.02, 0.12) is None  # the moving hand moved too little
+    assert still_hand_of({}, None, 0.02, 0.08) is None
+    correct = np.zeros((3, 12))
+    correct[:, :6] = 1.0  # every left point right, every right point wrong
+    correct[0, 0] = np.nan  # not scored
+    scores = hand_pck({"pck@10": correct}, "left")
+    assert scores == {"still_pck@10": 1.0, "moving_pck@10": 0.0}
+    assert hand_pck({"pck@10": correct}, "right") == {"still_pck@10": 0.0, "moving_pck@10": 1.0}
+
+
+def test_still_hand_benchmark_scores_one_hand_play(tmp_path):
+    """On one-hand play episodes the benchmark scores the still and the moving hand apart, for
+    true and frozen poses, with the detector's ceiling on the true frames."""
+    import json
+
+    from benchmarks.still_hand import main
+    from dexac_env.sim.generate import GenerateConfig, generate
+
+    store = tmp_path / "one_hand.zarr"
+    generate(GenerateConfig(out=str(store), tasks=("touch",), episodes=2, resolution=64, frames=6,
+                            workers=1, seed=3, play_fraction=1.0, one_hand_play=1.0,
+                            test_fraction=0.9, val_fraction=0.0), progress=False)
+    out = tmp_path / "still.json"
+    assert main(["--checkpoint", "dexac_env/assets/dexac_default.safetensors", "--store", str(store),
+                 "--frames", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["episodes"] == sum(report["hands_held"].values()) >= 1
+    summary = report["results"][0]["summary"]
+    assert set(summary) == {"true", "frozen"}
+    assert report["true_frames"]["still_pck@10"]["mean"] > 0.8  # the detector sees the real hand
+    assert out.with_suffix(".md").read_text().count("| ") > 10

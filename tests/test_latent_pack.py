@@ -56,3 +56,26 @@ def test_float16_pack_rounds_latents_only(store_path, tmp_path):
     with pytest.raises(SystemExit):  # argparse's usage error, exit status 2
         main(["--store", str(store_path), "--out", str(tmp_path / "x.zarr")])
     assert main(["--store", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "y.npz")]) == 2
+
+
+def test_also_stores_join_the_training_windows(store_path, tmp_path):
+    """``data.also_stores``: a second store's (here its pack's) windows follow the first's."""
+    from types import SimpleNamespace
+
+    from training.config import WindowDataConfig
+    from training.train_wm import open_windows
+
+    pack = write_pack(store_path, "train", tmp_path / "p.npz")
+    latent = LatentWindowDataset(store_path, "train", 2, 2)
+    shape = latent[0]["target_latents"].shape  # (chunk, C, h, w)
+    wm = SimpleNamespace(
+        context_frames=2, chunk_frames=2, temporal_compression=1,
+        semantic=SimpleNamespace(enabled=False),
+        tokenizer=SimpleNamespace(latent_channels=shape[1], resolution=8 * shape[-1]),
+    )
+    one = open_windows(WindowDataConfig(store=str(store_path)), wm)
+    both = open_windows(WindowDataConfig(store=str(store_path), also_stores=(str(pack),)), wm)
+    assert len(one) == len(latent) and len(both) == 2 * len(latent)
+    np.testing.assert_array_equal(
+        both[len(latent) + 3]["target_latents"], PackedWindowDataset(pack, "train", 2, 2)[3]["target_latents"]
+    )

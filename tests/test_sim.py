@@ -315,3 +315,26 @@ def test_hues_split_recolours_the_train_scene_and_renders_the_shade():
             checked += 1
     assert checked >= 2  # seeds whose shade is far from the palette colour (0 and 4)
     env.close()
+
+
+@pytest.mark.parametrize("still", ["left", "right"])
+def test_one_hand_play_holds_the_still_hand(still):
+    """PlayPolicy(still=side): that hand's keypoints stay within ~1 cm of where they started
+    (the idle sway is 4 mm) while the other hand plays across the table."""
+    env = _make("touch", resolution=24)
+    _, info = env.reset(seed=3)
+    sides = np.array([name.split("_")[0] for name in KEYPOINT_NAMES])
+    start = info["keypoints_3d"].copy()
+    policy = PlayPolicy(env, np.random.default_rng(3), still=still)
+    moved = {"left": 0.0, "right": 0.0}
+    for _ in range(20):
+        _, _, _, _, info = env.step(policy.act())
+        shift = np.linalg.norm(info["keypoints_3d"] - start, axis=-1)
+        for side in moved:
+            moved[side] = max(moved[side], float(shift[sides == side].max()))
+    env.close()
+    other = "left" if still == "right" else "right"
+    assert moved[still] < 0.02, moved
+    assert moved[other] > 0.08, moved
+    with pytest.raises(ValueError):
+        PlayPolicy(env, np.random.default_rng(0), still="both")

@@ -215,3 +215,21 @@ def test_hues_data_set_shades_train_episodes_and_keeps_the_test_split(tmp_path):
             assert all(o.rgb is not None for o in env.task_spec.layout.objects)
     with pytest.raises(ValueError, match="train_colors"):
         _config(tmp_path / "x.zarr", train_colors="pink")
+
+
+def test_one_hand_play_marks_play_episodes_and_keeps_every_other_draw():
+    """One-hand play only adds a still hand to play episodes: a store generated without it keeps
+    every plan, and the other draws (split, mode, seeds) do not move."""
+    plain = GenerateConfig(out="unused", episodes=120, seed=0)
+    one_hand = GenerateConfig(out="unused", episodes=120, seed=0, one_hand_play=1.0)
+    plans = [plan_episode(plain, i) for i in range(120)]
+    assert all(p.still_hand is None for p in plans)
+    marked = [plan_episode(one_hand, i) for i in range(120)]
+    for p, m in zip(plans, marked, strict=True):
+        assert (p.split, p.mode, p.env_seed, p.policy_seed) == (
+            m.split, m.mode, m.env_seed, m.policy_seed
+        )
+        assert (m.still_hand in ("left", "right")) == (m.mode == "play")
+    assert {m.still_hand for m in marked if m.mode == "play"} == {"left", "right"}
+    with pytest.raises(ValueError):
+        GenerateConfig(out="unused", one_hand_play=1.5)

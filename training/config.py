@@ -102,12 +102,15 @@ class WindowDataConfig:
             "rollout" (any reset frame up to the window's last context frame, as during an
             env rollout), "last_context", or "first_context" (the episode's first reset frame,
             as a rollout from an episode start; training/datasets.py SEMANTIC_FRAMES).
+        also_stores: more stores or packs (latents from the same tokenizer) whose windows of
+            ``split`` join ``store``'s; actions are normalised with ``store``'s statistics.
     """
 
     store: str = "data/sim.zarr"
     split: str = "train"
     window_stride: int = 1
     semantic_frame: str = "rollout"
+    also_stores: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.window_stride < 1:

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # script form (deepspeed needs it): see training/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from training.components import engine_overrides, entry_parser, load_component, run_main
 from training.config import ConfigError, WindowDataConfig, WMRunConfig, load_config, to_dict
@@ -84,11 +85,16 @@ def start_from_checkpoint(model, path: str) -> None:
 
 
 def open_windows(data: WindowDataConfig, wm):
-    """The training windows of ``data`` (a store with cached latents, or its pack) shaped for
-    the world-model config ``wm``."""
-    window_dataset = PackedWindowDataset if is_pack(data.store) else LatentWindowDataset
+    """The training windows of ``data`` (a store with cached latents, or its pack, and those of
+    ``data.also_stores`` after it) shaped for the world-model config ``wm``."""
+    parts = [_store_windows(path, data, wm) for path in (data.store, *data.also_stores)]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def _store_windows(path: str, data: WindowDataConfig, wm):
+    window_dataset = PackedWindowDataset if is_pack(path) else LatentWindowDataset
     return window_dataset(
-        data.store,
+        path,
         data.split,
         wm.context_frames,
         wm.chunk_frames,

@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--play-fraction", type=float, default=0.15, help="share of random-play episodes"
     )
+    gen.add_argument(
+        "--one-hand-play", type=float, default=0.0,
+        help="share of the play episodes in which one hand (left or right at random) holds its "
+        "resting pose while the other plays",
+    )
     gen.add_argument("--val-fraction", type=float, default=0.1, help="share of val episodes")
     gen.add_argument(
         "--test-fraction", type=float, default=0.1,

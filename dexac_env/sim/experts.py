@@ -338,10 +338,16 @@ class ScriptedExpert(_Controller):
 
 class PlayPolicy(_Controller):
     """Random smooth motion covering the action space: both hands reach random poses with random
-    finger configurations; the head looks around a little."""
+    finger configurations; the head looks around a little. With ``still`` ("left" or "right")
+    that hand holds its resting pose (as the task experts hold the hand the task does not use)
+    while the other plays: data in which one hand moves and the other does not, so that a
+    world model can learn the hands apart (docs/experiments.md E19)."""
 
-    def __init__(self, env: DexACSimEnv, rng: np.random.Generator):
+    def __init__(self, env: DexACSimEnv, rng: np.random.Generator, still: str | None = None):
         super().__init__(env, rng)
+        if still not in (None, *HAND_SIDES):
+            raise ValueError(f"still must be None or one of {HAND_SIDES}, got {still!r}")
+        self.still = still
         self.next_change = {s: 0 for s in HAND_SIDES}
         self.geometry = env.geometry
         limits = np.stack(
@@ -357,6 +363,9 @@ class PlayPolicy(_Controller):
     def plan(self) -> None:
         rng = self.rng
         for side in HAND_SIDES:
+            if side == self.still:
+                self.idle(side)
+                continue
             if self.t < self.next_change[side]:
                 continue
             self.next_change[side] = self.t + int(rng.integers(4, 11))

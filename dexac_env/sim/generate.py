@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dexac_env.actions import FAMILY_SLICES
+from dexac_env.sim.scene import HAND_SIDES
 
 EPISODE_NAME = "sim_{index:06d}_{task}"
 
@@ -50,6 +51,9 @@ class GenerateConfig:
     """Data set seed."""
     play_fraction: float = 0.15
     """Fraction of episodes driven by random play motion instead of the task expert."""
+    one_hand_play: float = 0.0
+    """Fraction of the play episodes in which one hand (left or right, at random) holds its
+    resting pose while the other plays (``PlayPolicy(still=...)``)."""
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     train_colors: str = "train"
@@ -66,7 +70,11 @@ class GenerateConfig:
                 "episodes >= 1, frames >= 2 and workers >= 1 are required, got "
                 f"episodes={self.episodes}, frames={self.frames}, workers={self.workers}"
             )
-        if not 0 <= self.val_fraction + self.test_fraction < 1 or not 0 <= self.play_fraction <= 1:
+        if (
+            not 0 <= self.val_fraction + self.test_fraction < 1
+            or not 0 <= self.play_fraction <= 1
+            or not 0 <= self.one_hand_play <= 1
+        ):
             raise ValueError("fractions must lie in [0, 1] with val + test < 1")
         if self.train_colors not in ("train", "hues"):
             raise ValueError(f"train_colors must be 'train' or 'hues', got {self.train_colors!r}")
@@ -82,6 +90,7 @@ class EpisodePlan:
     env_seed: int
     policy_seed: int
     color_split: str  # the simulator's colour split: "test", or GenerateConfig.train_colors
+    still_hand: str | None = None  # play only: the hand that holds its resting pose
 
 
 def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
@@ -99,6 +108,11 @@ def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
     mode = "play" if rng.random() < config.play_fraction else "expert"
     env_seed, policy_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 2))
     color_split = "test" if split == "test" else config.train_colors
+    still_hand = None
+    # drawn after everything above, and only when asked for, so that a store generated without
+    # one-hand play keeps every plan it had
+    if mode == "play" and config.one_hand_play > 0 and rng.random() < config.one_hand_play:
+        still_hand = HAND_SIDES[int(rng.integers(2))]
     return EpisodePlan(
         index,
         EPISODE_NAME.format(index=index, task=task),
@@ -108,6 +122,7 @@ def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
         env_seed,
         policy_seed,
         color_split,
+        still_hand,
     )
 
 
@@ -127,8 +142,9 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
         )
     env = _ENVS[key]
     obs, info = env.reset(seed=plan.env_seed)
-    policy = (ScriptedExpert if plan.mode == "expert" else PlayPolicy)(
-        env, np.random.default_rng(plan.policy_seed)
+    rng = np.random.default_rng(plan.policy_seed)
+    policy = (
+        ScriptedExpert(env, rng) if plan.mode == "expert" else PlayPolicy(env, rng, plan.still_hand)
     )
     record: dict[str, list] = {
         k: []
@@ -174,6 +190,7 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
             "split": plan.split,
             "intrinsics": info["intrinsics"].tolist(),
             "mode": plan.mode,
+            **({"still_hand": plan.still_hand} if plan.still_hand else {}),
             "env_seed": plan.env_seed,
             "policy_seed": plan.policy_seed,
             "color_split": color_split,
