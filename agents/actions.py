@@ -94,6 +94,18 @@ def action_dim(action_set: str) -> int:
     return sum(COMPONENTS[c] for c in _components(action_set))
 
 
+def side_dims(action_set: str, side: str) -> np.ndarray:
+    """Indices of ``action_set``'s normalised dims that move the ``side`` hand."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    dims, start = [], 0
+    for component in _components(action_set):
+        if component.startswith(f"{side}_"):
+            dims.extend(range(start, start + COMPONENTS[component]))
+        start += COMPONENTS[component]
+    return np.asarray(dims, dtype=np.int64)
+
+
 def _components(action_set: str) -> tuple[str, ...]:
     if action_set not in ACTION_SETS:
         raise ValueError(f"action_set must be one of {sorted(ACTION_SETS)}, got {action_set!r}")

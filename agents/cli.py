@@ -58,6 +58,9 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clearance", type=float, default=0.0, metavar="METRES",
                    help="--objective contact: keep the hands' other points this far beyond the "
                         "object's located surface (0: off)")
+    p.add_argument("--named-hand-only", action="store_true",
+                   help="MPC: the planner never moves the hand the task text does not name (its "
+                        "action dims held at 0; both hands plan when the text names neither or both)")
     p.add_argument("--hold-other", type=float, default=0.0,
                    help="--objective contact: cost of moving the hand the text does not name "
                         "(per reward length scale of wrist motion; 0: off)")
@@ -240,7 +243,11 @@ def build_mpc(model: str, args: argparse.Namespace):
         prior = load_model(args.prior)
         count = args.prior_count if args.prior_count is not None else args.population // 2
         name += "_prior"
-    return MPCPolicy(planner, scorer, name, goal_fn, args.replan_every, prior, count)
+    named_hand_only = bool(getattr(args, "named_hand_only", False))
+    if named_hand_only:
+        name += "_named_hand"
+    return MPCPolicy(planner, scorer, name, goal_fn, args.replan_every, prior, count,
+                     named_hand_only)
 
 
 def located_contact(args: argparse.Namespace, model):

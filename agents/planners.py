@@ -12,6 +12,10 @@ shifted by one step (receding horizon), as model-predictive control does.
   elites by ``exp((R - max R) / temperature)``, move the mean to their weighted average and
   the std to their weighted spread (floored at ``min_std``); act with the mean.
 
+``hold(dims)`` keeps those action dims at 0 ("hold this part of the pose") in every sampled
+and proposed sequence, e.g. the hand an instruction does not name (``MPCPolicy``'s
+``named_hand_only``).
+
 ``plan(scorer, proposals)`` also scores given sequences in the first iteration, in place of as
 many random samples: TD-MPC2 mixes trajectories of its learned policy into MPPI's samples the
 same way, so a policy learned in imagination proposes and the planner refines.
@@ -57,6 +61,17 @@ class _Planner:
         self.rng = np.random.default_rng(seed)
         self.mean = np.zeros((self.config.horizon, action_dim))
         self.last_returns: np.ndarray | None = None
+        self.held = np.zeros(action_dim, dtype=bool)
+
+    def hold(self, dims=()) -> None:
+        """Keep the action dims ``dims`` at 0 in every sequence from now on (``()``: none)."""
+        held = np.zeros(self.action_dim, dtype=bool)
+        dims = np.asarray(dims, dtype=np.int64)
+        if dims.size and (dims.min() < 0 or dims.max() >= self.action_dim):
+            raise ValueError(f"held dims must lie in 0..{self.action_dim - 1}, got {dims}")
+        held[dims] = True
+        self.held = held
+        self.mean[:, held] = 0.0
 
     def reset(self) -> None:
         """Forget the warm start (a new episode)."""
@@ -70,6 +85,7 @@ class _Planner:
         sequences[0] = np.clip(mean, -1.0, 1.0)  # the current plan is always scored too
         if proposals is not None:
             sequences[1 : 1 + len(proposals)] = np.clip(proposals, -1.0, 1.0)
+        sequences[..., self.held] = 0.0
         return sequences  # (K, H, A)
 
     def _check_proposals(self, proposals: np.ndarray | None) -> np.ndarray | None:

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from agents.actions import side_dims
 from agents.branching import SimBranch, WorldBranch
 from agents.planners import _Planner
 from agents.wrappers import AgentWrapper
+from world_model.object_locator import hand_of
 
 
 class Policy:
@@ -73,12 +75,17 @@ class MPCPolicy(Policy):
 
     ``prior`` (an SB3 model, imagination only): at each replanning, ``prior_count`` of the
     planner's first samples are the prior's own action sequences, rolled out in imagination
-    from the same state with its stochastic actions (``WorldBranch.policy_sequences``)."""
+    from the same state with its stochastic actions (``WorldBranch.policy_sequences``).
+
+    ``named_hand_only``: at each reset the planner holds the hand the task text does not name
+    (``world_model.object_locator.hand_of``; both hands plan when the text names neither or
+    both), so sampled sequences never move it."""
 
     def __init__(self, planner: _Planner, scorer: WorldBranch | SimBranch, name: str,
                  goal_fn: Any = None, replan_every: int = 1, prior: Any = None,
-                 prior_count: int = 0):
+                 prior_count: int = 0, named_hand_only: bool = False):
         self.planner, self.scorer, self.name = planner, scorer, name
+        self.named_hand_only = bool(named_hand_only)
         self.goal_fn = goal_fn  # env -> goal frame (H, W, 3), for the goal_image objective
         self.replan_every = replan_every  # in between, act on the rest of the last plan
         if prior is not None and (isinstance(scorer, SimBranch)
@@ -91,6 +98,10 @@ class MPCPolicy(Policy):
 
     def reset(self, env, obs, info, seed):
         self.planner.reset()
+        if self.named_hand_only:
+            named = hand_of(str(info["task_description"]))
+            other = None if named is None else ("right" if named == "left" else "left")
+            self.planner.hold(() if other is None else side_dims(env.delta.action_set, other))
         if getattr(self.scorer, "contact", None) is not None:
             self.scorer.contact.reset()
         self.seed, self.t = seed, 0

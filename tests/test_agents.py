@@ -202,6 +202,43 @@ def test_mpc_acts_in_the_simulator_planning_in_either_model(kind, world_model):
     assert planner.last_returns is not None and planner.last_returns.shape == (4,)
 
 
+def test_named_hand_only_never_moves_the_hand_the_text_does_not_name():
+    """The planner holds the unnamed hand's dims at 0 in every sampled sequence, so the
+    simulator's unnamed wrist stays where the reset put it while the named hand plans."""
+    from agents.actions import side_dims
+    from agents.branching import SimBranch
+    from agents.evaluate import run_episode
+    from agents.policies import MPCPolicy
+    from world_model.object_locator import hand_of
+
+    assert hand_of("Touch the red ball with your left index finger.") == "left"
+    assert hand_of("Push the red cube onto the white marker with your right hand.") == "right"
+    assert hand_of("Push the red cube and the blue ball together with both hands.") is None
+    assert list(side_dims("wrist_pos_grasp", "right")) == [3, 4, 5, 7]
+    assert list(side_dims("wrists_grasp", "left")) == [0, 1, 2, 3, 4, 5, 12]
+
+    cfg = PlannerConfig(horizon=2, population=6, iterations=2, elites=2)
+    planner = CEM(action_dim("wrist_pos_grasp"), cfg, seed=1)
+    scored, score = [], planner._score
+    planner._score = lambda scorer, sequences: score(scorer, scored.append(sequences) or sequences)
+    env = make_env(config("sim", task="touch", max_episode_steps=3))
+    policy = MPCPolicy(planner, SimBranch(config("sim", task="touch")), "mpc_sim",
+                       named_hand_only=True)
+    _, info = env.reset(seed=5)
+    named = hand_of(info["task_description"])
+    other = "right" if named == "left" else "left"
+    episode = run_episode(env, policy, seed=5)
+    env.close()
+    held, free = side_dims("wrist_pos_grasp", other), side_dims("wrist_pos_grasp", named)
+    assert all(np.all(s[..., held] == 0) for s in scored)
+    assert any(np.any(s[..., free] != 0) for s in scored)
+    wrist = (RIGHT_WRIST if other == "right" else LEFT_WRIST).start
+    moved = episode.poses[:, wrist:wrist + 3] - episode.poses[:1, wrist:wrist + 3]
+    assert np.abs(moved).max() < 1e-6
+    with pytest.raises(ValueError, match="held dims"):
+        planner.hold([8])
+
+
 def test_action_guidance_reaches_imagination_and_warns_without_trained_null_tokens(world_model):
     """`--cfg-scale` reaches the imagined step (a guided step differs from an unguided one from
     the same state and noise); the shipped default was trained without action dropout, so

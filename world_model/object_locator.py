@@ -96,6 +96,14 @@ FINGER_WORDS = ("thumb", "index", "middle", "ring", "little")
 _FINGER_SYNONYMS = {"pinky": "little", "pinkie": "little", "forefinger": "index"}
 
 
+def hand_of(text: str) -> str | None:
+    """The one hand a text names ("left" or "right"), or None when it names neither or both
+    ("... together with both hands")."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    sides = [s for s in ("left", "right") if s in words]
+    return sides[0] if len(sides) == 1 and "both" not in words else None
+
+
 def fingertip_of(text: str) -> int | None:
     """The fingertip a text names, as an index into the ten fingertips (left thumb..little,
     then right thumb..little), from its side word ("left"/"right") and finger word; None when
