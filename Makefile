@@ -31,11 +31,12 @@ bench: venv
 clean-venv:
 	rm -rf $(VENV)
 
-# The embedded default, end to end (~4 h on 2 CPU cores; the default world model alone is
-# ~2.5 h of it, or ~10 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
+# The embedded default, end to end (~5 h on 2 CPU cores; the default world model alone is
+# ~3.5 h of it, or ~15 min on one GPU): the simulator's data set, the VAE tokenizer, the ssl-vit-tiny
 # semantic encoder, cached latents and their training pack, the default DexAC world model (wide
 # DiT, 1-frame chunks, context noise: docs/experiments.md E3-E4; then fine-tuned with the
-# projected-keypoint prior in three stages and stored as int8: E8), the tiny DexAC / mlp_global
+# projected-keypoint prior in three stages and stored as int8: E8; a fourth stage, E11; then
+# moved onto objects in random shades and their tokenizer: E17, E19), the tiny DexAC / mlp_global
 # baseline pair at one budget, the default episode store, the long test store, the keypoint
 # detector and the evaluation tables. dexac_env/assets/README.md records what produced the files.
 default-model: venv
@@ -52,6 +53,15 @@ default-model: venv
 	# the fourth stage starts from the third's export (run on a GPU in E11; ~70 min on 2 CPU cores)
 	$(PY) training/train_wm.py --config configs/wm/keypoints/prior_stage4_gpu.yaml
 	$(PY) training/export.py runs/keypoints_prior_stage4 --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
+	cp dexac_env/assets/dexac_default.safetensors checkpoints/dexac_stage4.safetensors
+	# then moved onto objects in random shades of their colour names and a tokenizer fine-tuned on
+	# them (E17; shipped since E19): ~1.2 h on 2 CPU cores, from the fourth stage's export
+	$(VENV)/bin/dexac sim generate --task all --episodes 400 --out data/sim_hues.zarr --resolution 64 --fps 10 --workers 2 --seed 0 --train-colors hues
+	$(PY) training/train_tokenizer.py --config configs/tokenizer/tiny_vae_hues.yaml
+	$(PY) training/cache_latents.py --store data/sim_hues.zarr --tokenizer checkpoints/tokenizer_tiny_hues.safetensors --semantic checkpoints/ssl_vit_tiny.safetensors
+	$(PY) -m training.latent_pack --store data/sim_hues.zarr --split train --out data/packs/sim_hues_train_f16_sem1.npz --semantic-frames 1 --latent-dtype float16
+	$(PY) training/train_wm.py --config configs/wm/keypoints/hues.yaml
+	$(PY) training/export.py runs/wm_hues --compact --storage int8 --sampler-steps 2 --output dexac_env/assets/dexac_default.safetensors
 	$(PY) training/train_wm.py --config configs/wm/tiny.yaml
 	$(PY) training/train_wm.py --config configs/wm/tiny_mlp_global.yaml
 	$(PY) training/export.py runs/wm_tiny_dexac --compact --output benchmarks/checkpoints/tiny_dexac.safetensors
