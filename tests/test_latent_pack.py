@@ -79,3 +79,4 @@ def test_also_stores_join_the_training_windows(store_path, tmp_path):
     np.testing.assert_array_equal(
         both[len(latent) + 3]["target_latents"], PackedWindowDataset(pack, "train", 2, 2)[3]["target_latents"]
     )
+    assert both[len(latent) + 3]["_index"] == len(latent) + 3  # the joined set's, not the part's

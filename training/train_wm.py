@@ -88,7 +88,15 @@ def open_windows(data: WindowDataConfig, wm):
     """The training windows of ``data`` (a store with cached latents, or its pack, and those of
     ``data.also_stores`` after it) shaped for the world-model config ``wm``."""
     parts = [_store_windows(path, data, wm) for path in (data.store, *data.also_stores)]
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    return parts[0] if len(parts) == 1 else _JoinedWindows(parts)
+
+
+class _JoinedWindows(ConcatDataset):
+    """Windows of several stores in a row; ``_index`` is the index in the joined set (each
+    part's own would repeat across parts in the trainer's per-step sample log)."""
+
+    def __getitem__(self, index: int) -> dict:
+        return {**super().__getitem__(index), "_index": int(index)}
 
 
 def _store_windows(path: str, data: WindowDataConfig, wm):
