@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     model = args.checkpoint
     if args.context_noise is not None:  # the env takes a model object in place of a path
         from dexac_env.defaults import load_world_model
+        from evaluation.cli import with_sampler
 
-        model = load_world_model(args.checkpoint)
-        model.config = model.config.replace(sampler={"context_noise": args.context_noise})
+        model = with_sampler(load_world_model(args.checkpoint), args)
     world = AgentEnvConfig(kind="world", task="touch", checkpoint=model,
                            sampling_steps=args.sampling_steps, cfg_scale=args.cfg_scale,
                            max_episode_steps=steps)

@@ -67,10 +67,21 @@ def hand_pck(correct: dict[str, np.ndarray], still: str) -> dict[str, float]:
     return out
 
 
+def score_frames(frames_hat: np.ndarray, episode, still: str, detector, context: int) -> dict:
+    """One row: the per-hand PCK of frames (F, H, W, 3) against the episode's frames
+    ``context .. context + F``."""
+    from evaluation.scoring import point_correctness
+
+    target = slice(context, context + len(frames_hat))
+    correct = point_correctness(detector.detect(frames_hat), episode.points_uv[target],
+                                episode.visible[target], float(episode.rgb.shape[-2]))
+    correct = {k: correct[k][:, : 2 * POINTS_PER_HAND] for k in THRESHOLDS}
+    return {"episode": episode.name, "still_hand": still, **hand_pck(correct, still)}
+
+
 def score_model(model, episodes, detector, frames: int, seed: int) -> dict[str, list[dict]]:
     """Per episode and action variant (true, frozen), the per-hand PCK of the imagined frames."""
     from evaluation.rollouts import RolloutOptions, action_rows, imagine
-    from evaluation.scoring import point_correctness
 
     context = model.config.context_frames
     options = RolloutOptions(frames_per_call=1, hold_future=True)  # the env's 1-frame step
@@ -79,32 +90,15 @@ def score_model(model, episodes, detector, frames: int, seed: int) -> dict[str, 
         true = action_rows(episode.actions, context, frames)
         variants = {"true": true, "frozen": np.repeat(true[:1], len(true), axis=0)}
         imagined = imagine(model, episode, variants, frames, seed, options)
-        side = float(episode.rgb.shape[-2])
-        target = slice(context, context + frames)
         for name, frames_hat in imagined.items():
-            detections = detector.detect(frames_hat)
-            correct = point_correctness(
-                detections, episode.points_uv[target], episode.visible[target], side
-            )
-            correct = {k: correct[k][:, : 2 * POINTS_PER_HAND] for k in THRESHOLDS}
-            rows[name].append({"episode": episode.name, "still_hand": still, **hand_pck(correct, still)})
+            rows[name].append(score_frames(frames_hat, episode, still, detector, context))
     return rows
 
 
 def truth_rows(episodes, detector, context: int, frames: int) -> list[dict]:
     """The detector on the true frames: the ceiling of every row."""
-    from evaluation.scoring import point_correctness
-
-    out = []
-    for episode, still in episodes:
-        target = slice(context, context + frames)
-        detections = detector.detect(episode.rgb[target])
-        correct = point_correctness(
-            detections, episode.points_uv[target], episode.visible[target], float(episode.rgb.shape[-2])
-        )
-        correct = {k: correct[k][:, : 2 * POINTS_PER_HAND] for k in THRESHOLDS}
-        out.append({"episode": episode.name, "still_hand": still, **hand_pck(correct, still)})
-    return out
+    return [score_frames(episode.rgb[context : context + frames], episode, still, detector, context)
+            for episode, still in episodes]
 
 
 def summarise(rows: list[dict]) -> dict:
