@@ -146,6 +146,22 @@ def test_export_sets_the_default_sampler_steps_and_keeps_the_weights(pipeline):
         export_main([str(pipeline / "run_wm"), "--sampler-steps", "0", "--output", str(out)])
 
 
+def test_own_rollout_training_reads_longer_windows_and_logs_the_imagined_share(pipeline):
+    """``rollout.chunks``: the windows hold the imagined chunks too (fewer windows fit an
+    episode), and every step logs the share of windows scored on the imagined context."""
+    store = pipeline / "sim.zarr"
+    args = _wm_args(store, pipeline, "run_wm_own", 2, "--set", "rollout.chunks=1",
+                    "--set", "rollout.probability=1.0")
+    assert train_wm.main(args) == 0
+    records = _metrics(pipeline / "run_wm_own")
+    assert [r["own_context_share"] for r in records] == [1.0, 1.0]
+    # context 2 + two chunks of 4 fill an episode of 10 frames: one window per episode
+    assert {i for r in records for rank in r["samples"] for i in rank} <= {0, 1, 2}
+    with pytest.raises(ConfigError, match="rollout.probability"):
+        train_wm.main(_wm_args(store, pipeline, "run_wm_bad", 1, "--set", "rollout.chunks=1",
+                               "--set", "rollout.probability=2"))
+
+
 def test_two_rank_deepspeed_zero2(pipeline):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

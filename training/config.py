@@ -175,6 +175,38 @@ class WMModelConfig:
 
 
 @dataclass(frozen=True)
+class OwnRolloutConfig:
+    """Training on the model's own rollouts (scheduled sampling for autoregressive video, as
+    in DIAMOND's and GameNGen's drift discussion and Self-Forcing): each window is read
+    ``chunks`` action chunks longer; the model first predicts those chunks itself, without
+    gradients, from the window's real context and the recorded actions, and for a
+    ``probability`` share of the windows the scored chunk is then predicted from that imagined
+    context instead of the recorded one. The target stays the recorded chunk, so the model
+    learns to pull a drifted context back to the world, the error an env rollout makes when
+    it feeds its own frames back.
+
+    Attributes:
+        chunks: imagined chunks before the scored one (0 = off: plain teacher forcing). With
+            ``chunks >= context_frames / chunk_frames`` the whole context is imagined.
+        probability: share of windows whose context is the imagined one (per window).
+        sampler_steps: Euler steps of each imagined chunk (the shipped sampler's count).
+    """
+
+    chunks: int = 0
+    probability: float = 0.5
+    sampler_steps: int = 2
+
+    def __post_init__(self) -> None:
+        if self.chunks < 0 or self.sampler_steps < 1:
+            raise ConfigError(
+                f"rollout.chunks must be >= 0 and rollout.sampler_steps >= 1, got "
+                f"{self.chunks}, {self.sampler_steps}"
+            )
+        if not 0 <= self.probability <= 1:
+            raise ConfigError(f"rollout.probability must be in [0, 1], got {self.probability}")
+
+
+@dataclass(frozen=True)
 class WMRunConfig:
     """A world-model training run (``training/train_wm.py``).
 
@@ -182,11 +214,13 @@ class WMRunConfig:
         model: which world model.
         data: which windows.
         trainer: how to train.
+        rollout: training on the model's own rollouts (off by default).
     """
 
     model: WMModelConfig = field(default_factory=WMModelConfig)
     data: WindowDataConfig = field(default_factory=WindowDataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    rollout: OwnRolloutConfig = field(default_factory=OwnRolloutConfig)
 
     def world_model_config(self):
         """The ``WorldModelConfig`` of ``model`` (size preset + variant + overrides); a bad

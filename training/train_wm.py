@@ -27,6 +27,7 @@ from training.config import ConfigError, WindowDataConfig, WMRunConfig, load_con
 from training.datasets import LatentWindowDataset, open_store
 from training.export import export_world_model
 from training.latent_pack import PackedWindowDataset, is_pack, read_pack_stats
+from training.own_rollout import own_rollout_loss, window_chunks
 from training.trainer import Trainer
 
 
@@ -84,10 +85,11 @@ def start_from_checkpoint(model, path: str) -> None:
     print(f"  init from {path}; kept their init: {missing or 'none'}", flush=True)
 
 
-def open_windows(data: WindowDataConfig, wm):
+def open_windows(data: WindowDataConfig, wm, chunks: int = 1):
     """The training windows of ``data`` (a store with cached latents, or its pack, and those of
-    ``data.also_stores`` after it) shaped for the world-model config ``wm``."""
-    parts = [_store_windows(path, data, wm) for path in (data.store, *data.also_stores)]
+    ``data.also_stores`` after it) shaped for the world-model config ``wm``: its context, then
+    ``chunks`` of its predicted chunks (more than one for training on its own rollouts)."""
+    parts = [_store_windows(path, data, wm, chunks) for path in (data.store, *data.also_stores)]
     return parts[0] if len(parts) == 1 else _JoinedWindows(parts)
 
 
@@ -99,13 +101,13 @@ class _JoinedWindows(ConcatDataset):
         return {**super().__getitem__(index), "_index": int(index)}
 
 
-def _store_windows(path: str, data: WindowDataConfig, wm):
+def _store_windows(path: str, data: WindowDataConfig, wm, chunks: int):
     window_dataset = PackedWindowDataset if is_pack(path) else LatentWindowDataset
     return window_dataset(
         path,
         data.split,
         wm.context_frames,
-        wm.chunk_frames,
+        wm.chunk_frames * chunks,
         temporal_compression=wm.temporal_compression,
         stride=data.window_stride,
         semantic=wm.semantic.enabled,
@@ -151,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         stats = store.action_stats or store.compute_action_stats("train")
     torch.manual_seed(config.trainer.seed)  # identical init on every rank
     model = build_world_model(config, stats.mean, stats.std)
-    dataset = open_windows(config.data, model.config)
+    dataset = open_windows(config.data, model.config, window_chunks(config.rollout))
     run_config = world_model_run_config(config, model.config, stats.mean, stats.std)
-    trainer = Trainer(model, dataset, config.trainer, run_config)
+    loss_fn = own_rollout_loss(config.rollout) if config.rollout.chunks > 0 else None
+    trainer = Trainer(model, dataset, config.trainer, run_config, loss_fn=loss_fn)
     fit_and_export(trainer, args.resume)
     return 0
 
