@@ -80,3 +80,37 @@ def test_wrong_window_and_config_are_clear_errors(model):
         OwnRolloutConfig(chunks=1, probability=1.5)
     with pytest.raises(ConfigError, match="chunks"):
         OwnRolloutConfig(chunks=-1)
+
+
+def test_imagined_pack_holds_the_rollout_and_reads_recorded_targets(tmp_path):
+    """The offline form: every episode imagined once from its first frames (the frames
+    ``WorldModel.predict`` gives for the same noise), the recorded latents kept as targets."""
+    import numpy as np
+
+    from training.latent_pack import PackedWindowDataset, write_pack
+    from training.own_rollout import imagine_pack
+    from training.synthetic import write_random_store
+
+    model = tiny_model(semantic=False, chunk_frames=1)
+    wake(model)
+    checkpoint = model.save_pretrained(str(tmp_path / "wm.safetensors"))
+    store = tmp_path / "s.zarr"
+    write_random_store(store, episodes=3, length=7, resolution=16, latent_shape=(8, 8, 8))
+    pack = write_pack(store, "train", tmp_path / "train.npz")
+    imagined = imagine_pack(checkpoint, pack, tmp_path / "imagined.npz", seed=5)
+    recorded, own = np.load(pack), np.load(imagined)
+    np.testing.assert_array_equal(own["latent_target"], recorded["latent"])
+    latent, frames = recorded["latent"].reshape(3, 7, 8, 8, 8), own["latent"].reshape(3, 7, 8, 8, 8)
+    np.testing.assert_array_equal(frames[:, :2], latent[:, :2])  # the recorded context
+    assert np.abs(frames[:, 2:] - latent[:, 2:]).mean() > 0.1
+    actions = torch.from_numpy(recorded["action"].reshape(3, 7, 57))
+    first = model.predict(torch.from_numpy(latent[:, :2]), actions[:, 1:3], num_steps=2,
+                          generator=torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(frames[:, 2:3], first.numpy(), atol=1e-5)
+    # its windows: the context imagined, the target recorded
+    windows = PackedWindowDataset(imagined, "train", 2, 1)
+    item = windows[3]  # episode 0, start 3
+    np.testing.assert_array_equal(item["context_latents"].numpy(), frames[0, 3:5])
+    np.testing.assert_array_equal(item["target_latents"].numpy(), latent[0, 5:6])
+    with pytest.raises(ValueError, match="already an imagined pack"):
+        imagine_pack(checkpoint, imagined, tmp_path / "again.npz")

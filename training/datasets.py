@@ -92,7 +92,9 @@ class LatentWindowDataset(_StoreDataset):
     Item keys: ``context_latents`` (c, C, h, w) float32, ``target_latents`` (k, C, h, w),
     ``actions`` (1 + k * tc, 57) raw units, ``reward``/``success`` (k,) float32 when every
     episode has them, ``semantic_image`` (S_img, D_img) / ``semantic_text`` (S_txt, D_txt)
-    float32 when ``semantic`` is set, ``_index`` (the dataset index, for bookkeeping).
+    float32 when ``semantic`` is set, ``_index`` (the dataset index, for bookkeeping). In
+    episodes that hold ``latent_target`` (an imagined pack, training/own_rollout.py) the
+    targets are read from it and the context from ``latent``.
     """
 
     def __init__(
@@ -153,6 +155,9 @@ class LatentWindowDataset(_StoreDataset):
                 f"of {window} latent frames"
             )
         self.has_reward = all("reward" in e.keys() and "success" in e.keys() for e in episodes)
+        # an imagined pack (training/own_rollout.py): contexts are the model's own frames,
+        # targets the recorded ones
+        self.has_target = all("latent_target" in e.keys() for e in episodes)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -166,6 +171,8 @@ class LatentWindowDataset(_StoreDataset):
         # 2. action chunk: pose of the last context frame, then one row per predicted frame
         first_row = (start + c - 1) * tc
         actions = episode.read("action", first_row, first_row + 1 + k * tc)  # (1 + k*tc, 57)
+        if self.has_target:
+            latents[c:] = episode.read("latent_target", start + c, start + c + k)
         item: dict[str, Any] = {
             "context_latents": torch.from_numpy(latents[:c]),
             "target_latents": torch.from_numpy(latents[c:]),

@@ -134,7 +134,7 @@ class _PackEpisode:
         self.length = int(pack.lengths[index])
 
     def keys(self) -> list[str]:
-        keys = ["latent", *[k for k in FRAME_KEYS if k in self.pack.arrays]]
+        keys = ["latent", *[k for k in (*FRAME_KEYS, "latent_target") if k in self.pack.arrays]]
         if "semantic_image" in self.pack.arrays:
             keys += list(SEMANTIC_KEYS)
         return keys
@@ -146,9 +146,9 @@ class _PackEpisode:
 
     def read(self, key: str, start: int, stop: int) -> np.ndarray:
         pack, i = self.pack, self.index
-        if key == "latent":
+        if key in ("latent", "latent_target"):  # latent_target: see training/own_rollout.py
             base = pack.latent_starts[i]
-            return pack.arrays["latent"][base + start : base + stop].astype(np.float32)
+            return pack.arrays[key][base + start : base + stop].astype(np.float32)
         if key in FRAME_KEYS:
             base = pack.frame_starts[i]
             return pack.arrays[key][base + start : base + stop]
@@ -194,6 +194,12 @@ class _Pack:
                 "first_context, or re-make the pack with --semantic-frames all"
             )
         return self.semantic_frames.index(frame)
+
+
+def pack_episodes(path: str | Path) -> list[_PackEpisode]:
+    """The episodes of a pack in its order, each with a store episode's reading interface."""
+    pack = _Pack(path)
+    return [_PackEpisode(pack, i) for i in range(len(pack.names))]
 
 
 def read_pack_stats(path: str | Path) -> ActionStats:

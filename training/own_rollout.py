@@ -18,12 +18,19 @@ the function step distillation also integrates).
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from training.config import OwnRolloutConfig
 from training.engine import LossFn
+from training.latent_pack import pack_episodes
 
 SEMANTIC_KEYS = ("semantic_image", "semantic_text")
 
@@ -106,3 +113,116 @@ def imagine_context(model, batch, context, actions, rows_of, rollout: OwnRollout
         chunk = model.sampler.sample(velocity, noise, num_steps=rollout.sampler_steps)
         frames = torch.cat([frames, chunk], dim=1)
     return frames[:, -c:]
+
+
+# -- the offline form: whole episodes imagined once, into a training pack ------------------------
+
+
+def imagine_pack(
+    checkpoint: str | Path,
+    pack: str | Path,
+    out: str | Path,
+    batch_size: int = 64,
+    sampler_steps: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write a copy of training pack ``pack`` whose ``latent`` is the world model's own
+    rollout of every episode and whose new ``latent_target`` is the recorded latents.
+
+    Each episode is imagined once from its first ``context_frames`` recorded latents under
+    its recorded actions to its end (``sampler_steps`` Euler steps per chunk, conditioned on
+    the semantic features of the frame ``semantic_frame: first_context`` windows read), so a
+    window starting at frame s sees a context imagined s to s + c - 1 steps deep: the drift of
+    a whole env rollout, at the price of one rollout per episode rather than per training
+    step (the context is the checkpoint's, not the model's as it trains: DAgger's first
+    round). Join it to the recorded pack with ``data.also_stores``; its windows read the
+    imagined context and the recorded target (``LatentWindowDataset``).
+    """
+    from world_model import WorldModel  # noqa: PLC0415
+
+    model = WorldModel.from_pretrained(str(checkpoint)).eval()
+    wm = model.config
+    c, k, tc = wm.context_frames, wm.chunk_frames, wm.temporal_compression
+    with np.load(pack, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    if "latent_target" in arrays:
+        raise ValueError(f"{pack} is already an imagined pack (it holds latent_target)")
+    meta = json.loads(str(arrays["meta"]))
+    episodes = pack_episodes(pack)
+    starts = np.concatenate([[0], np.cumsum(arrays["latent_lengths"])[:-1]])
+    imagined = arrays["latent"].astype(np.float32)  # (sum T, C, h, w), overwritten below
+    generator = torch.Generator().manual_seed(seed)
+    by_length: dict[int, list[int]] = {}
+    for i, episode in enumerate(episodes):
+        by_length.setdefault(episode.shape("latent")[0], []).append(i)
+    bar = tqdm(total=len(episodes), desc="imagine episodes", unit="episode")
+    for length, members in sorted(by_length.items()):
+        for lo in range(0, len(members), batch_size):
+            group = members[lo : lo + batch_size]
+            frames = _imagine_group(model, [episodes[i] for i in group], length, sampler_steps,
+                                    generator)  # (B, T, C, h, w)
+            for row, i in enumerate(group):
+                base = starts[i]
+                imagined[base : base + length] = frames[row]
+            bar.update(len(group))
+    bar.close()
+    arrays["latent_target"] = arrays["latent"]
+    arrays["latent"] = imagined.astype(arrays["latent"].dtype)
+    meta.update(imagined_by=str(checkpoint), sampler_steps=sampler_steps, imagine_seed=seed,
+                context_frames=c, chunk_frames=k, temporal_compression=tc)
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    return out
+
+
+@torch.no_grad()
+def _imagine_group(model, episodes, length: int, sampler_steps: int, generator) -> np.ndarray:
+    """(B, length, C, h, w): the first context frames recorded, every later chunk imagined
+    (a tail shorter than a chunk stays recorded: no window of whole chunks reaches it)."""
+    wm = model.config
+    c, k, tc = wm.context_frames, wm.chunk_frames, wm.temporal_compression
+    frames = torch.from_numpy(np.stack([e.read("latent", 0, length) for e in episodes]))
+    actions = torch.from_numpy(np.stack([e.read("action", 0, e.length) for e in episodes]))
+    batch: dict[str, torch.Tensor] = {}
+    if "semantic_image" in episodes[0].keys():
+        pixel = (c - 1) * tc  # the frame of semantic_frame: first_context
+        batch["semantic_image"] = torch.from_numpy(
+            np.stack([e.read("semantic_image", pixel, pixel + 1)[0] for e in episodes])
+        ).float()
+        batch["semantic_text"] = torch.from_numpy(
+            np.stack([e.read("semantic_text", 0, 1)[0] for e in episodes])
+        ).float()
+    frames = frames.to(model.device)
+    for t in range(c, length - k + 1, k):  # predict latent frames t .. t + k - 1
+        first_row = (t - 1) * tc
+        chunk_batch = {**batch, "actions": actions[:, first_row : first_row + 1 + k * tc]}
+        velocity = model.conditional_velocity(chunk_batch, frames[:, t - c : t])
+        noise = torch.randn((len(episodes), k, *frames.shape[2:]), generator=generator)
+        frames[:, t : t + k] = model.sampler.sample(
+            velocity, noise.to(model.device), num_steps=sampler_steps
+        )
+    return frames.cpu().numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Imagine every episode of a training pack with a world model: a pack whose "
+        "windows read the model's own context and the recorded target (data.also_stores)."
+    )
+    parser.add_argument("--checkpoint", required=True, help="the world model that imagines")
+    parser.add_argument("--pack", required=True, help="a training pack (training/latent_pack.py)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sampler-steps", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = imagine_pack(args.checkpoint, args.pack, args.out, args.batch_size,
+                        args.sampler_steps, args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
