@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-noise", type=float, default=None,
                         help="noise level the context latents are given at (default: the "
                              "model's sampler.context_noise; as dexac evaluate's flag)")
+    parser.add_argument("--start-sigma", type=float, default=None,
+                        help="noise level each frame's sampling starts at from the last "
+                             "context frame (default: the model's sampler.start_sigma, 1 = "
+                             "from pure noise; as dexac evaluate's flag)")
     parser.add_argument("--hold-pose", action="store_true",
                         help="freeze the hand at the first pose: the objects' own drift")
     parser.add_argument("--out", default="benchmarks/results/locate_in_imagination.json")
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         episodes = [e | {k: np.repeat(e[k][:1], steps + 1, 0) for k in ("frames", "poses", "truth")}
                     for e in episodes]
     model = args.checkpoint
-    if args.context_noise is not None:  # the env takes a model object in place of a path
+    if args.context_noise is not None or args.start_sigma is not None:  # a model object
         from dexac_env.defaults import load_world_model
         from evaluation.cli import with_sampler
 
@@ -213,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python " + shlex.join(sys.argv), "checkpoint": args.checkpoint,
               "sampling_steps": args.sampling_steps, "cfg_scale": args.cfg_scale,
               "hold_pose": args.hold_pose, "context_noise": args.context_noise,
+              "start_sigma": args.start_sigma,
               "locator": args.locator, "color_split": args.color_split, "seeds": args.seeds,
               "seed_start": args.seed_start,
               "steps": steps, "errors": summary}

@@ -75,6 +75,13 @@ def register(subparsers) -> None:
         help="noise level the context latents are given at (default: the model's "
         "sampler.context_noise; for models trained with context-noise augmentation)",
     )
+    p.add_argument(
+        "--start-sigma",
+        type=float,
+        default=None,
+        help="noise level each chunk's sampling starts at from the last context frame "
+        "(default: the model's sampler.start_sigma, 1 = from pure noise)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--detector",
@@ -198,6 +205,7 @@ def command_line(args: argparse.Namespace) -> str:
         "frames_per_call",
         "cfg_scale",
         "context_noise",
+        "start_sigma",
         "seed",
         "detector",
         "out",
@@ -274,10 +282,12 @@ def rollout_options(args: argparse.Namespace):
 
 
 def with_sampler(model, args: argparse.Namespace):
-    """``--context-noise`` set on the model's sampler config (the model is returned)."""
-    level = getattr(args, "context_noise", None)
-    if level is not None:
-        model.config = model.config.replace(sampler={"context_noise": level})
+    """``--context-noise`` and ``--start-sigma`` set on the model's sampler config (the model
+    is returned)."""
+    for name in ("context_noise", "start_sigma"):
+        value = getattr(args, name, None)
+        if value is not None:
+            model.config = model.config.replace(sampler={name: value})
     return model
 
 
@@ -290,8 +300,9 @@ def _settings(args: argparse.Namespace) -> dict:
         "env_step",
         "cfg_scale",
         "context_noise",
+        "start_sigma",
     )
-    return {k: getattr(args, k) for k in keys}
+    return {k: getattr(args, k, None) for k in keys}
 
 
 def _unset_dropped(value):

@@ -327,3 +327,25 @@ def test_context_noise_augmentation_trains_and_samples_with_its_level():
     assert not torch.allclose(one, clean)
     with pytest.raises(ValueError, match="context_noise"):
         WorldModelConfig.from_size("tiny", sampler={"context_noise": 1.5})
+
+
+def test_start_sigma_starts_each_chunk_from_the_last_context_frame():
+    """sampler.start_sigma < 1 (SDEdit's start): near 0 the chunk is the last context frame
+    carried over; at 1 it is the plain sampler; the schedule spans [start_sigma, 0]."""
+    model = tiny_model("dexac", semantic=False, chunk_frames=1)
+    wake(model)
+    batch = _batch(model)
+    gen = torch.Generator()
+    plain = model.predict(batch["context_latents"], batch["actions"], None, gen.manual_seed(0), 2)
+    model.config = model.config.replace(sampler={"start_sigma": 1.0})
+    same = model.predict(batch["context_latents"], batch["actions"], None, gen.manual_seed(0), 2)
+    torch.testing.assert_close(same, plain)
+    model.config = model.config.replace(sampler={"start_sigma": 1e-3})
+    kept = model.predict(batch["context_latents"], batch["actions"], None, gen.manual_seed(0), 2)
+    last = batch["context_latents"][:, -1:]
+    assert (kept - last).abs().max() < 0.05 < (plain - last).abs().mean()
+    _, sigmas = model.sampler.schedule(2, torch.device("cpu"), 0.6)
+    torch.testing.assert_close(sigmas, torch.tensor([0.6, 0.3, 0.0]))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="start_sigma"):
+            WorldModelConfig.from_size("tiny", sampler={"start_sigma": bad})

@@ -262,11 +262,16 @@ class WorldModel(nn.Module):
     def _integrate(self, context_latents, action_chunk, semantic_kv, noise, context_noise,
                    scale: float, num_steps: int) -> torch.Tensor:
         """``predict`` after its noise is drawn: pure tensor work, no host sync."""
+        start = self.config.sampler.start_sigma
+        if start < 1:  # SDEdit's start: the last context frame, noised to ``start``
+            noise = self.flow.add_noise(
+                context_latents[:, -1:].expand_as(noise), noise, noise.new_full((len(noise),), start)
+            )
         context_latents, context_sigma = self.sampler_context(context_latents, lambda: context_noise)
         velocity_fn = self._guided_velocity_fn(
             context_latents, action_chunk, semantic_kv, scale, context_sigma
         )
-        return self.sampler.sample(velocity_fn, noise, num_steps=num_steps)
+        return self.sampler.sample(velocity_fn, noise, num_steps=num_steps, start_sigma=start)
 
     def _guided_velocity_fn(
         self, context_latents, action_chunk, semantic_kv, scale: float, context_sigma=None

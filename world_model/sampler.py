@@ -36,12 +36,17 @@ class SamplerConfig(JSONConfig):
         context_noise: noise level at which ``WorldModel.predict`` gives the context latents
             to the network (fresh noise each call); 0 = clean. Only meaningful for a model
             trained with ``FlowConfig.context_noise_max`` above it.
+        start_sigma: noise level ``WorldModel.predict`` starts each chunk at. 1 = pure noise
+            (the default); below 1 the chunk starts from the last context frame noised to
+            that level and the steps span [start_sigma, 0] (SDEdit's start, Meng et al. 2022):
+            what does not change between frames is carried over instead of redrawn.
     """
 
     num_steps: int = 35
     shift: float = 1.0
     cfg_scale: float = 1.0
     context_noise: float = 0.0
+    start_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -50,6 +55,8 @@ class SamplerConfig(JSONConfig):
             raise ValueError(f"shift must be > 0, got {self.shift}")
         if not 0 <= self.context_noise < 1:
             raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
+        if not 0 < self.start_sigma <= 1:
+            raise ValueError(f"start_sigma must be in (0, 1], got {self.start_sigma}")
 
 
 # velocity_fn(noisy (B, ...), sigma (B,)) -> velocity (B, ...)
@@ -64,25 +71,33 @@ class FlowSampler:
         )
         self._schedules: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def schedule(self, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(timesteps (steps,), sigmas (steps + 1,), the last 0) on ``device``, cached."""
-        key = (int(steps), str(device))
+    def schedule(
+        self, steps: int, device: torch.device, start: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(timesteps (steps,), sigmas (steps + 1,), the last 0) on ``device`` from noise level
+        ``start``, cached."""
+        key = (int(steps), str(device), float(start))
         if key not in self._schedules:
-            # sigmas 1, (n-1)/n, ..., 1/n (then 0), shifted by the scheduler: diffusers' default
+            # sigmas s, (n-1)s/n, ..., s/n (then 0), shifted by the scheduler: diffusers' default
             # linspace ends at sigma_min, which wastes the last network call on a no-op step
-            sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
+            sigmas = np.linspace(start, start / steps, steps).tolist()
             self.scheduler.set_timesteps(sigmas=sigmas, device=device)
             self._schedules[key] = (self.scheduler.timesteps, self.scheduler.sigmas)
         return self._schedules[key]
 
     @torch.no_grad()
     def sample(
-        self, velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int | None = None
+        self,
+        velocity_fn: VelocityFn,
+        noise: torch.Tensor,
+        num_steps: int | None = None,
+        start_sigma: float = 1.0,
     ) -> torch.Tensor:
-        """Integrate from ``noise`` (B, ...) at sigma = 1 to sigma = 0. Deterministic. ``x``
-        stays float32 whatever precision the velocity comes in (bf16 under autocast)."""
+        """Integrate from ``noise`` (B, ...) at sigma = ``start_sigma`` (a noised sample
+        there when below 1) to sigma = 0. Deterministic. ``x`` stays float32 whatever
+        precision the velocity comes in (bf16 under autocast)."""
         steps = num_steps or self.config.num_steps
-        timesteps, sigmas = self.schedule(steps, noise.device)
+        timesteps, sigmas = self.schedule(steps, noise.device, start_sigma)
         x = noise.float()
         for i in range(steps):
             sigma = (timesteps[i] / 1000.0).expand(x.shape[0]).to(x.dtype)  # (B,)
