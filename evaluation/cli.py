@@ -211,7 +211,7 @@ def command_line(args: argparse.Namespace) -> str:
         "out",
         "merge",
     ):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", _shown(value)]
     flags = [f for f in ("env_step", "analysis") if getattr(args, f, False)]

@@ -69,7 +69,7 @@ class FlowSampler:
         self.scheduler = FlowMatchEulerDiscreteScheduler(
             num_train_timesteps=1000, shift=config.shift
         )
-        self._schedules: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._schedules: dict[tuple[int, str, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def schedule(
         self, steps: int, device: torch.device, start: float = 1.0
