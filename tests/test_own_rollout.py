@@ -40,9 +40,12 @@ def test_recorded_context_is_the_frames_before_the_last_chunk(model):
     assert torch.equal(scored["reward"], window["reward"][:, -1:])
 
 
-def test_imagined_context_is_the_env_rollout_of_the_same_noise(model):
+@pytest.mark.parametrize("start_sigma", [1.0, 0.6])
+def test_imagined_context_is_the_env_rollout_of_the_same_noise(model, start_sigma):
     """With probability 1 the context is what ``WorldModel.predict`` imagines chunk by chunk
-    from the window's first frames under its actions, with the same noise."""
+    from the window's first frames under its actions, with the same noise and sampler."""
+    saved = model.config
+    model.config = model.config.replace(sampler={"start_sigma": start_sigma})
     window = _window(model, 2, chunks=3)
     torch.manual_seed(11)
     scored, share = with_own_context(model, window, OwnRolloutConfig(chunks=2, probability=1.0))
@@ -56,6 +59,7 @@ def test_imagined_context_is_the_env_rollout_of_the_same_noise(model):
     torch.testing.assert_close(scored["context_latents"], context[:, -2:])
     recorded = window["target_latents"][:, :2]
     assert (scored["context_latents"] - recorded).abs().mean() > 0.1  # not the recorded frames
+    model.config = saved
 
 
 def test_some_windows_imagined_and_gradients_only_through_the_scored_chunk(model):

@@ -12,8 +12,8 @@ stays the recorded chunk: the model is taught to pull a drifted context back to 
 remedies of Self-Forcing, Huang et al. 2025).
 
 Nothing here is a library's: diffusers and accelerate train one step from recorded inputs
-only, and the sampler and conditioning are the model's own (``WorldModel.conditional_velocity``,
-the function step distillation also integrates).
+only, and the sampler and conditioning are the model's own (``WorldModel.predict_from_batch``,
+``predict``'s integration for a training batch's cached features).
 """
 
 from __future__ import annotations
@@ -106,11 +106,10 @@ def imagine_context(model, batch, context, actions, rows_of, rollout: OwnRollout
     frames = context
     for j in range(rollout.chunks):
         chunk_batch = {**semantic, "actions": actions[:, j * rows : (j + 1) * rows + 1]}
-        velocity = model.conditional_velocity(chunk_batch, frames[:, -c:])
         noise = torch.randn(
             (frames.shape[0], wm.chunk_frames, *frames.shape[2:]), device=frames.device
         )
-        chunk = model.sampler.sample(velocity, noise, num_steps=rollout.sampler_steps)
+        chunk = model.predict_from_batch(chunk_batch, frames[:, -c:], noise, rollout.sampler_steps)
         frames = torch.cat([frames, chunk], dim=1)
     return frames[:, -c:]
 
@@ -198,10 +197,9 @@ def _imagine_group(model, episodes, length: int, sampler_steps: int, generator) 
     for t in range(c, length - k + 1, k):  # predict latent frames t .. t + k - 1
         first_row = (t - 1) * tc
         chunk_batch = {**batch, "actions": actions[:, first_row : first_row + 1 + k * tc]}
-        velocity = model.conditional_velocity(chunk_batch, frames[:, t - c : t])
         noise = torch.randn((len(episodes), k, *frames.shape[2:]), generator=generator)
-        frames[:, t : t + k] = model.sampler.sample(
-            velocity, noise.to(model.device), num_steps=sampler_steps
+        frames[:, t : t + k] = model.predict_from_batch(
+            chunk_batch, frames[:, t - c : t], noise, sampler_steps
         )
     return frames.cpu().numpy()
 

@@ -349,6 +349,29 @@ class WorldModel(nn.Module):
         semantic_kv = self._batch_semantic_kv(batch)
         return self._guided_velocity_fn(context_latents, actions, semantic_kv, 1.0, context_sigma)
 
+    @torch.no_grad()
+    def predict_from_batch(
+        self,
+        batch: dict[str, torch.Tensor],
+        context_latents: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+    ) -> torch.Tensor:
+        """What :meth:`predict` samples for a training batch's windows from ``noise`` (B,
+        chunk_frames, C, h, w), with the batch's cached semantic features in place of
+        SemanticFeatures and no guidance: the frames an env rollout would feed back, for
+        training on the model's own rollouts (training/own_rollout.py)."""
+        actions = batch["actions"].to(self.device, torch.float32)
+        context_latents = context_latents.to(self.device, torch.float32)
+        self._check(context_latents, actions)
+        context_noise = None
+        if self.config.sampler.context_noise > 0:
+            context_noise = torch.randn_like(context_latents)
+        return self._integrate(
+            context_latents, actions, self._batch_semantic_kv(batch), noise.to(self.device),
+            context_noise, 1.0, num_steps,
+        )
+
     def reward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, T, C, h, w) -> (reward (B, T), success_logit (B, T))."""
         if self.reward_head is None:
