@@ -98,20 +98,32 @@ def imagine_context(model, batch, context, actions, rows_of, rollout: OwnRollout
     """The last ``context_frames`` latents after the model imagines ``rollout.chunks`` chunks
     from ``context`` (B', c, C, h, w) under ``actions`` (B', 1 + (chunks + 1) k tc, 57);
     ``rows_of`` picks the windows' semantic features from ``batch``."""
-    wm = model.config
-    c, rows = wm.context_frames, wm.action_frames
     semantic = {
         key: batch[key][rows_of.to(batch[key].device)] for key in SEMANTIC_KEYS if key in batch
     }
-    frames = context
-    for j in range(rollout.chunks):
+    frames = imagine_chunks(model, semantic, context, actions, rollout.chunks,
+                            rollout.sampler_steps)
+    return frames[:, -model.config.context_frames :]
+
+
+@torch.no_grad()
+def imagine_chunks(model, semantic, context, actions, chunks: int, sampler_steps: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, c + chunks k, C, h, w): ``context`` (B, c, C, h, w) followed by ``chunks`` chunks the
+    model imagines one after another, each from the last c frames, under ``actions`` (B, >= 1 +
+    chunks k tc, 57; row 0 the pose of the last context frame), with the batch's cached
+    ``semantic`` features. Noise comes from ``generator`` (CPU) or the global RNG."""
+    wm = model.config
+    c, rows = wm.context_frames, wm.action_frames
+    frames = context.to(model.device)
+    for j in range(chunks):
         chunk_batch = {**semantic, "actions": actions[:, j * rows : (j + 1) * rows + 1]}
-        noise = torch.randn(
-            (frames.shape[0], wm.chunk_frames, *frames.shape[2:]), device=frames.device
-        )
-        chunk = model.predict_from_batch(chunk_batch, frames[:, -c:], noise, rollout.sampler_steps)
+        shape = (frames.shape[0], wm.chunk_frames, *frames.shape[2:])
+        noise = (torch.randn(shape, device=frames.device) if generator is None
+                 else torch.randn(shape, generator=generator))
+        chunk = model.predict_from_batch(chunk_batch, frames[:, -c:], noise, sampler_steps)
         frames = torch.cat([frames, chunk], dim=1)
-    return frames[:, -c:]
+    return frames
 
 
 # -- the offline form: whole episodes imagined once, into a training pack ------------------------
@@ -193,15 +205,11 @@ def _imagine_group(model, episodes, length: int, sampler_steps: int, generator) 
         batch["semantic_text"] = torch.from_numpy(
             np.stack([e.read("semantic_text", 0, 1)[0] for e in episodes])
         ).float()
-    frames = frames.to(model.device)
-    for t in range(c, length - k + 1, k):  # predict latent frames t .. t + k - 1
-        first_row = (t - 1) * tc
-        chunk_batch = {**batch, "actions": actions[:, first_row : first_row + 1 + k * tc]}
-        noise = torch.randn((len(episodes), k, *frames.shape[2:]), generator=generator)
-        frames[:, t : t + k] = model.predict_from_batch(
-            chunk_batch, frames[:, t - c : t], noise, sampler_steps
-        )
-    return frames.cpu().numpy()
+    chunks = (length - c) // k  # a tail shorter than a chunk stays recorded
+    imagined = imagine_chunks(model, batch, frames[:, :c], actions[:, (c - 1) * tc :], chunks,
+                              sampler_steps, generator)
+    frames[:, : imagined.shape[1]] = imagined.cpu()
+    return frames.numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
