@@ -71,6 +71,11 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fuse", choices=("last", "median"), default="last",
                    help="--objective contact: the place scored against: the last reading, or the "
                         "median of the episode's readings so far")
+    p.add_argument("--pool", choices=("branch", "median"), default="branch",
+                   help="--contact-source imagined: score each branch against the place its own "
+                        "imagined frame shows ('branch'), or every branch against the median of "
+                        "the branches' readings of that step ('median'; with --fuse median, of "
+                        "every such reading of the episode)")
     p.add_argument("--locator", default=None, metavar="LOCATOR.safetensors",
                    help="the object locator (training/train_locator.py) for --contact-source pixels "
                         "or imagined")
@@ -234,7 +239,8 @@ def build_mpc(model: str, args: argparse.Namespace):
     prior, count, name = None, 0, f"mpc_{model}_{args.planner}"
     if model == "world" and args.objective == "contact":
         name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "") \
-            + ("_median" if args.fuse == "median" else "")
+            + ("_median" if args.fuse == "median" else "") \
+            + ("_pooled" if args.pool == "median" else "")
     if getattr(args, "prior", None):
         if model != "world":
             raise ValueError("--prior proposes in imagination: use it with mpc_world")
@@ -275,7 +281,7 @@ def located_contact(args: argparse.Namespace, model):
     return LocatedContact(load_task_reward(args.reward_head), embed, args.contact_source, locator,
                           log_reward=True, clearance=args.clearance,
                           hold_other=args.hold_other, approach=args.approach,
-                          fuse=args.fuse)
+                          fuse=args.fuse, pool=args.pool)
 
 
 def run_plan(args: argparse.Namespace) -> int:

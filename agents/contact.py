@@ -41,6 +41,13 @@ so far (in the episode frame) instead of the last one: the object stands still u
 touched, and the locator is worst when the hand is near it (test median 1.0 cm at an
 episode's first frame, 1.5 cm at frame 24; single readings 7 cm off under the hand).
 
+``pool="median"`` (source ``"imagined"`` only) scores every branch against one place: the
+per-coordinate median of the K branches' readings of that imagined step. Each branch read on
+its own invites the planner to choose the branches whose imagined arm repaints the object
+where the fingertip goes (the elite of a CEM step is where imagination errs in its favour);
+the median keeps the place imagination shows in most branches. With ``fuse="median"`` the
+place is the median of every pooled imagined reading of the episode so far.
+
 ``hold_other`` > 0 keeps the hand the text does not name where it was at the replanning: its
 wrist's displacement (m, over the reward's length scale) costs that weight. Nothing else in the
 objective involves that hand, so the planner's samples move it at random. Off by default: it
@@ -63,6 +70,7 @@ from world_model.task_reward import FINGERTIPS, TaskRewardHead
 SOURCES = ("pixels", "imagined", "true")
 APPROACHES = ("any", "above")
 FUSIONS = ("last", "median")
+POOLS = ("branch", "median")
 
 
 class LocatedContact:
@@ -73,13 +81,13 @@ class LocatedContact:
     (text_dim,) tensor (the world model's semantic branch); locator: the pixel locator
     (sources ``"pixels"`` and ``"imagined"``); log_reward: plan on the log reward (linear in the
     distance far from the object) rather than the reward. ``source``, ``two_sided``,
-    ``clearance``, ``hold_other``, ``approach`` and ``fuse``: the module docstring.
+    ``clearance``, ``hold_other``, ``approach``, ``fuse`` and ``pool``: the module docstring.
     """
 
     def __init__(self, head: TaskRewardHead, text_embedding: Any, source: str = "pixels",
                  locator: Any = None, log_reward: bool = True, two_sided: bool = True,
                  clearance: float = 0.0, hold_other: float = 0.0, approach: str = "any",
-                 fuse: str = "last"):
+                 fuse: str = "last", pool: str = "branch"):
         if head.config.structure != "contact":
             raise ValueError(f"LocatedContact needs a contact-structured head, got "
                              f"structure {head.config.structure!r}")
@@ -94,8 +102,12 @@ class LocatedContact:
         if approach not in APPROACHES or fuse not in FUSIONS:
             raise ValueError(f"approach must be one of {APPROACHES} and fuse one of {FUSIONS}, "
                              f"got {approach!r}, {fuse!r}")
-        self.fuse = fuse
+        if pool not in POOLS or (pool != "branch" and source != "imagined"):
+            raise ValueError(f"pool must be one of {POOLS}, and 'median' needs the imagined "
+                             f"source; got {pool!r} with source {source!r}")
+        self.fuse, self.pool = fuse, pool
         self.readings: list[torch.Tensor] = []  # this episode's (centre x, y, z, radius)
+        self.imagined_readings: list[torch.Tensor] = []  # pooled ones, for fuse "median"
         # "above": the table's upward normal in the episode frame (the locator's, fitted to
         # its training places; the simulator's for the "true" source); the fingertip then aims
         # at the object's top and is charged for every metre it goes below that height
@@ -139,6 +151,7 @@ class LocatedContact:
     def reset(self) -> None:
         """A new episode: forget the readings."""
         self.readings.clear()
+        self.imagined_readings.clear()
 
     def _locate(self, frames: np.ndarray, poses: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, H, W, 3) uint8 frames taken with (N, 57) poses -> the located centres (N, 3)
@@ -166,6 +179,12 @@ class LocatedContact:
                 raise ValueError("the imagined source scores each branch on its own frame: "
                                  "pass frames (K, H, W, 3)")
             centre, radius = self._locate(frames, poses)  # (K, 3), (K,)
+            if self.pool == "median":  # one place for every branch
+                reading = torch.cat([centre, radius[:, None]], 1).median(0).values  # (4,)
+                if self.fuse == "median":
+                    self.imagined_readings.append(reading)
+                    reading = torch.stack(self.imagined_readings).median(0).values
+                centre, radius = reading[:3].expand(len(poses), 3), reading[3].expand(len(poses))
             centre, radius = centre[:, None], radius[:, None]
         tips = keypoints_3d(torch.as_tensor(poses, dtype=torch.float32))[:, list(FINGERTIPS)]
         if self.up is not None:  # from above: to the top, never below its height

@@ -272,6 +272,23 @@ def test_pixel_source_moves_the_located_place_into_the_episode_frame():
     assert d[0] == pytest.approx(contact.distance(pose[None])[0], abs=1e-6) and d[1] != d[0]
     with pytest.raises(ValueError, match="pass frames"):
         imagined.distance(poses)
+    # pooled: every branch against the branches' median place; the odd branch is outvoted
+    pooled, _ = _contact(sim, "imagined", Locator(), pool="median")
+    pooled.sync(black, pose, info["task_description"])
+    white = np.full_like(black, 255)
+    d = pooled.distance(np.stack([pose] * 3), np.stack([black, white, black]))
+    assert d == pytest.approx([contact.distance(pose[None])[0]] * 3, abs=1e-6)
+    # with fuse "median", over the episode's pooled readings: two white steps outvote one black
+    history, _ = _contact(sim, "imagined", Locator(), pool="median", fuse="median")
+    history.sync(black, pose, info["task_description"])
+    for frame in (white, white, black):
+        d = history.distance(pose[None], frame[None])
+    assert d[0] == pytest.approx(imagined.distance(pose[None], white[None])[0], abs=1e-6)
+    history.reset()
+    assert history.distance(pose[None], black[None])[0] == pytest.approx(
+        contact.distance(pose[None])[0], abs=1e-6)
+    with pytest.raises(ValueError, match="needs the imagined source"):
+        _contact(sim, "pixels", Locator(), pool="median")
     Locator.table_up = torch.tensor([0.0, -0.8, -0.6])
     for source in ("pixels", "imagined"):  # from above, with one place or one per branch
         above, _ = _contact(sim, source, Locator(), approach="above")
