@@ -349,3 +349,90 @@ def test_start_sigma_starts_each_chunk_from_the_last_context_frame():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="start_sigma"):
             WorldModelConfig.from_size("tiny", sampler={"start_sigma": bad})
+
+
+def test_hard_cell_term_adds_the_worst_cells_error():
+    from world_model.flow import FlowConfig, FlowMatching
+
+    clean = torch.zeros(2, 1, 3, 4, 5)  # (B, T, C, h, w): 20 cells per target
+    wrong = torch.zeros_like(clean)
+    wrong[:, :, :, 0, 0] = 2.0  # one cell off by 2 in every channel: squared error 4
+    # the network returns the target plus ``wrong``: its squared error is known exactly
+    gen = torch.Generator()
+
+    def run(config):
+        flow = FlowMatching(config)
+
+        def velocity(noisy, sigma):  # noisy = sigma * noise when clean is 0; the target: noise
+            return noisy / sigma.reshape(-1, 1, 1, 1, 1) + wrong
+
+        return flow.loss(velocity, clean, gen.manual_seed(0))
+
+    plain, logs = run(FlowConfig())
+    assert plain.item() == pytest.approx(4 / 20) and "hard_cell_loss" not in logs
+    hard, logs = run(FlowConfig(hard_cell_weight=0.5, hard_cell_fraction=0.1))  # worst 2 cells
+    assert logs["hard_cell_loss"] == pytest.approx(4 / 2)
+    assert hard.item() == pytest.approx(4 / 20 + 0.5 * 4 / 2)
+    assert logs["flow_loss"] == pytest.approx(4 / 20)  # the plain mean stays comparable
+    for bad in ({"hard_cell_weight": -1.0}, {"hard_cell_fraction": 0.0}):
+        with pytest.raises(ValueError, match="hard_cell"):
+            FlowConfig(**bad)
+    # through the model: the term changes the loss and reaches the gradients
+    model = tiny_model("dexac", semantic=False)
+    wake(model)
+    hard_model = tiny_model("dexac", semantic=False, flow={"hard_cell_weight": 1.0})
+    hard_model.load_state_dict(model.state_dict())
+    batch = _batch(model)
+    torch.manual_seed(0)
+    a, _ = model.loss(batch)
+    torch.manual_seed(0)
+    b, logs = hard_model.loss(batch)
+    assert b.item() > a.item() and logs["flow_loss"] == pytest.approx(a.item(), rel=1e-5)
+
+
+def test_repatch_starts_a_finer_patch_from_a_coarser_one(tmp_path):
+    from training.train_wm import start_from_checkpoint
+    from world_model.dit import patchify, unpatchify
+    from world_model.repatch import repatch_state_dict
+
+    camera = {"keypoint_prior": True, "camera": [0.7, 0.7, 0.5, 0.5]}
+    coarse = tiny_model("dexac", semantic=False, conditioning=camera)
+    wake(coarse)
+    fine = tiny_model("dexac", semantic=False, conditioning=camera, dit={"patch_size": 1})
+    sub = coarse.dit.keypoint_prior[0]
+    channels = coarse.config.tokenizer.latent_channels
+    state = repatch_state_dict(coarse.dit.state_dict(), channels, 2, 1, sub)
+    fine.dit.load_state_dict(state)  # strict: every shape fits
+    # content constant over each 2 x 2 patch embeds, in each of its four finer tokens, as before
+    blocks = torch.randn(2, 3, channels + 1, 4, 4)
+    x = blocks.repeat_interleave(2, 3).repeat_interleave(2, 4)  # (B, T, C + 1, 8, 8)
+    old = coarse.dit.patch_embed(patchify(x, 2))  # (B, T, 16, D)
+    new = fine.dit.patch_embed(patchify(x, 1))  # (B, T, 64, D)
+    new_grid = new.unflatten(2, (4, 2, 4, 2))  # (B, T, 4, 2, 4, 2, D): block, then its cell
+    for qy in (0, 1):
+        for qx in (0, 1):
+            torch.testing.assert_close(new_grid[:, :, :, qy, :, qx].flatten(2, 3), old,
+                                       atol=1e-5, rtol=1e-5)
+    # the final projection of a finer token, from the coarse token's state, is its patch's mean
+    hidden = torch.randn(2, 3, 16, coarse.config.dit.hidden_dim)
+    old_out = unpatchify(coarse.dit.final_proj(hidden), 2, (8, 8))  # (B, T, C, 8, 8)
+    fine_hidden = hidden.unflatten(2, (4, 4)).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    new_out = unpatchify(fine.dit.final_proj(fine_hidden.flatten(2, 3)), 1, (8, 8))
+    mean = old_out.unflatten(3, (4, 2)).unflatten(5, (4, 2)).mean((4, 6))  # (B, T, C, 4, 4)
+    torch.testing.assert_close(new_out, mean.repeat_interleave(2, 3).repeat_interleave(2, 4),
+                               atol=1e-5, rtol=1e-5)
+    # the keypoint prior: heatmaps repeating in each quarter of the old patch embed as before
+    cells = sub  # heatmap cells per side of a finer patch
+    pattern = torch.randn(5, state["keypoint_embed.weight"].shape[1])
+    quarter = pattern.unflatten(1, (-1, cells, cells))
+    whole = quarter.repeat(1, 1, 2, 2).flatten(1)  # (5, K (2 s)^2)
+    torch.testing.assert_close(fine.dit.keypoint_embed(pattern), coarse.dit.keypoint_embed(whole),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        repatch_state_dict(coarse.dit.state_dict(), channels, 2, 3)
+    # train_wm's init_checkpoint converts a coarser file on its own
+    path = coarse.save_pretrained(str(tmp_path / "coarse.safetensors"))
+    start = tiny_model("dexac", semantic=False, conditioning=camera, dit={"patch_size": 1})
+    start_from_checkpoint(start, path)
+    for name, value in fine.dit.state_dict().items():  # converted and carried-over alike
+        torch.testing.assert_close(start.dit.state_dict()[name], value)

@@ -33,6 +33,13 @@ class FlowConfig(JSONConfig):
             [0, context_noise_max], and the model is told that level, so that at rollout time
             it can be given its own (imperfect) frames at a small level
             (``SamplerConfig.context_noise``) instead of trusting them as clean. 0 = off.
+        hard_cell_weight, hard_cell_fraction: adds ``hard_cell_weight`` times the mean velocity
+            error of each target's worst ``hard_cell_fraction`` of latent cells (a cell: one
+            frame's one spatial position, its channels averaged). A 2-3 cm object is one or two
+            of the 64 cells of an 8 x 8 latent, so the plain mean lets the network spend little
+            on it and draw it as a fading mean (docs/experiments.md E20); this is the
+            tokenizer's worst-pixel term (``VideoTokenizer.loss``) on the flow's error.
+            0 = off.
     """
 
     timestep_sampling: str = "logit_normal"
@@ -40,6 +47,8 @@ class FlowConfig(JSONConfig):
     logit_std: float = 1.0
     shift: float = 1.0
     context_noise_max: float = 0.0
+    hard_cell_weight: float = 0.0
+    hard_cell_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
@@ -50,6 +59,9 @@ class FlowConfig(JSONConfig):
             raise ValueError(f"shift and logit_std must be > 0, got {self.shift}, {self.logit_std}")
         if not 0 <= self.context_noise_max < 1:
             raise ValueError(f"context_noise_max must be in [0, 1), got {self.context_noise_max}")
+        if self.hard_cell_weight < 0 or not 0 < self.hard_cell_fraction <= 1:
+            raise ValueError(f"hard_cell_weight must be >= 0 and hard_cell_fraction in (0, 1], "
+                             f"got {self.hard_cell_weight}, {self.hard_cell_fraction}")
 
 
 def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
@@ -87,7 +99,8 @@ class FlowMatching:
         clean: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean squared velocity error on ``clean`` (B, ...) targets.
+        """Mean squared velocity error on ``clean`` (B, ...) targets, plus the hard-cell term
+        when ``hard_cell_weight`` > 0 (``clean`` then (B, T, C, h, w): cells are (T, h, w)).
 
         ``velocity_fn(noisy (B, ...), sigma (B,)) -> (B, ...)`` wraps the network and whatever
         conditioning it needs. Returns (loss, logs).
@@ -98,6 +111,16 @@ class FlowMatching:
         )
         noisy = self.add_noise(clean, noise, sigma)  # (B, ...)
         target = noise - clean  # (B, ...)
-        error = (velocity_fn(noisy, sigma) - target).pow(2).flatten(1).mean(1)  # (B,)
-        loss = error.mean()
-        return loss, {"flow_loss": float(loss.detach()), "sigma_mean": float(sigma.mean())}
+        squared = (velocity_fn(noisy, sigma) - target).pow(2)  # (B, ...)
+        loss = squared.flatten(1).mean(1).mean()
+        logs = {"flow_loss": float(loss.detach()), "sigma_mean": float(sigma.mean())}
+        if self.config.hard_cell_weight > 0:
+            if squared.ndim != 5:
+                raise ValueError(f"the hard-cell term needs (B, T, C, h, w) targets, got "
+                                 f"{tuple(squared.shape)}")
+            cells = squared.mean(2).flatten(1)  # (B, T h w)
+            k = max(1, round(self.config.hard_cell_fraction * cells.shape[1]))
+            hard = cells.topk(k, dim=1).values.mean()
+            loss = loss + self.config.hard_cell_weight * hard
+            logs["hard_cell_loss"] = float(hard.detach())
+        return loss, logs
