@@ -68,12 +68,24 @@ def build_world_model(config: WMRunConfig, action_mean, action_std):
 def start_from_checkpoint(model, path: str) -> None:
     """Copy every tensor of the WorldModel file ``path`` into ``model`` (float32); tensors the
     file lacks keep their init and are printed. A tensor the model lacks, or of another shape,
-    is a ConfigError: the file is not a smaller version of this model."""
+    is a ConfigError: the file is not a smaller version of this model. A file whose DiT patch is
+a multiple of this model's starts it through :func:`world_model.repatch.repatch_state_dict`."""
     from world_model import WorldModel  # noqa: PLC0415
+    from world_model.repatch import repatch_state_dict  # noqa: PLC0415
 
     if not Path(path).is_file():
         raise ConfigError(f"model.init_checkpoint {path} does not exist")
-    source = WorldModel.from_pretrained(path).float().state_dict()
+    source_model = WorldModel.from_pretrained(path).float()
+    source = source_model.state_dict()
+    old, new = source_model.config.dit.patch_size, model.config.dit.patch_size
+    if old != new:  # a finer patch from a coarser one: the three patch layers are converted
+        if old % new:
+            raise ConfigError(f"model.init_checkpoint {path} has DiT patch {old}, which this "
+                              f"model's patch {new} does not divide")
+        prior = source_model.dit.keypoint_prior
+        source = repatch_state_dict(source, model.config.tokenizer.latent_channels, old, new,
+                                    prior[0] if prior else None, prefix="dit.")
+        print(f"  init from patch {old} to patch {new} (world_model/repatch.py)", flush=True)
     target = model.state_dict()
     wrong = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
     if wrong:

@@ -83,6 +83,19 @@ DIT_SIZES: dict[str, DiTConfig] = {
 }
 
 
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, T, C, h, w) -> (B, T, N, C p p): row-major p x p patches, each laid out (C, y, x)."""
+    x = x.unflatten(3, (x.shape[3] // p, p)).unflatten(5, (x.shape[-1] // p, p))
+    return x.permute(0, 1, 3, 5, 2, 4, 6).flatten(4).flatten(2, 3)  # (B, T, h/p w/p, C p p)
+
+
+def unpatchify(x: torch.Tensor, p: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, T, N, C p p) -> (B, T, C, h, w) for ``grid`` (h, w): :func:`patchify` undone."""
+    (h, w), (b, t) = grid, x.shape[:2]
+    x = x.unflatten(2, (h // p, w // p)).unflatten(-1, (-1, p, p))  # (B, T, h/p, w/p, C, p, p)
+    return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, -1, h, w)
+
+
 def check_latents(latents: torch.Tensor, channels: int, patch: int) -> tuple[int, ...]:
     """A backbone's input check: (B, T, channels, h, w) with h, w divisible by ``patch``.
     Returns the shape; raises ValueError naming expected and actual otherwise."""
@@ -300,10 +313,7 @@ class DiT(nn.Module):
         mask = is_context.to(latents.dtype)[None, :, None, None, None].expand(b, t, 1, h, w)
         frame_sigma = frame_noise_levels(sigma, is_context, context.context_sigma)  # (B, T)
         # 2. patchify: (B, T, C + 1, h, w) -> (B, T, N, (C + 1) p p) -> (B, T, N, D)
-        x = torch.cat([latents, mask], dim=2)
-        x = x.unflatten(3, (h // p, p)).unflatten(5, (w // p, p))  # (B, T, C+1, h/p, p, w/p, p)
-        x = x.permute(0, 1, 3, 5, 2, 4, 6).flatten(4).flatten(2, 3)  # (B, T, N, (C+1) p p)
-        x = self.patch_embed(x)  # (B, T, N, D)
+        x = self.patch_embed(patchify(torch.cat([latents, mask], dim=2), p))  # (B, T, N, D)
         if self.keypoint_prior is not None:
             x = x + self._keypoint_tokens(context, (h, w))  # (B, T, N, D)
         # 3. AdaLN input: timestep embedding per frame plus the action embeddings
@@ -325,6 +335,4 @@ class DiT(nn.Module):
         # 5. final AdaLN and projection to patches
         shift, scale = self.final_modulation(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D)
         x = self.final_proj(modulate(self.final_norm(x), shift, scale))  # (B, T, N, C p p)
-        # 6. unpatchify: (B, T, N, C p p) -> (B, T, C, h, w)
-        x = x.unflatten(2, (h // p, w // p)).unflatten(-1, (c, p, p))  # (B, T, h/p, w/p, C, p, p)
-        return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, c, h, w)
+        return unpatchify(x, p, (h, w))  # (B, T, C, h, w)
