@@ -69,7 +69,7 @@ def start_from_checkpoint(model, path: str) -> None:
     """Copy every tensor of the WorldModel file ``path`` into ``model`` (float32); tensors the
     file lacks keep their init and are printed. A tensor the model lacks, or of another shape,
     is a ConfigError: the file is not a smaller version of this model. A file whose DiT patch is
-a multiple of this model's starts it through :func:`world_model.repatch.repatch_state_dict`."""
+    a multiple of this model's starts it through :func:`world_model.repatch.repatch_state_dict`."""
     from world_model import WorldModel  # noqa: PLC0415
     from world_model.repatch import repatch_state_dict  # noqa: PLC0415
 
