@@ -240,7 +240,7 @@ def build_mpc(model: str, args: argparse.Namespace):
     if model == "world" and args.objective == "contact":
         name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "") \
             + ("_median" if args.fuse == "median" else "") \
-            + ("_pooled" if args.pool == "median" else "")
+            + ("_pooled" if getattr(args, "pool", "branch") == "median" else "")
     if getattr(args, "prior", None):
         if model != "world":
             raise ValueError("--prior proposes in imagination: use it with mpc_world")
@@ -281,7 +281,7 @@ def located_contact(args: argparse.Namespace, model):
     return LocatedContact(load_task_reward(args.reward_head), embed, args.contact_source, locator,
                           log_reward=True, clearance=args.clearance,
                           hold_other=args.hold_other, approach=args.approach,
-                          fuse=args.fuse, pool=args.pool)
+                          fuse=args.fuse, pool=getattr(args, "pool", "branch"))
 
 
 def run_plan(args: argparse.Namespace) -> int:

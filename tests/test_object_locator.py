@@ -399,8 +399,13 @@ def test_contact_objective_options_are_checked_before_planning():
     with pytest.raises(ValueError, match="fuse one of"):
         located_contact(args, model=None)
     args.fuse, args.approach = "median", "above"
-    contact = located_contact(args, model=None)
-    assert torch.allclose(contact.up, contact.locator.table_up)
+    contact = located_contact(args, model=None)  # no --pool (a caller's own namespace): per branch
+    assert torch.allclose(contact.up, contact.locator.table_up) and contact.pool == "branch"
+    args.pool = "median"  # one place for every branch reads imagined frames only
+    with pytest.raises(ValueError, match="needs the imagined source"):
+        located_contact(args, model=None)
+    args.contact_source = "imagined"
+    assert located_contact(args, model=None).pool == "median"
 
 
 def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_curve(tmp_path):
