@@ -436,3 +436,9 @@ def test_repatch_starts_a_finer_patch_from_a_coarser_one(tmp_path):
     start_from_checkpoint(start, path)
     for name, value in fine.dit.state_dict().items():  # converted and carried-over alike
         torch.testing.assert_close(start.dit.state_dict()[name], value)
+    # a finer file does not start a coarser model: repatch's check, as the run's config error
+    from training.config import ConfigError
+
+    fine_path = fine.save_pretrained(str(tmp_path / "fine.safetensors"))
+    with pytest.raises(ConfigError, match="multiple"):
+        start_from_checkpoint(tiny_model("dexac", semantic=False, conditioning=camera), fine_path)

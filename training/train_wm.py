@@ -79,12 +79,12 @@ def start_from_checkpoint(model, path: str) -> None:
     source = source_model.state_dict()
     old, new = source_model.config.dit.patch_size, model.config.dit.patch_size
     if old != new:  # a finer patch from a coarser one: the three patch layers are converted
-        if old % new:
-            raise ConfigError(f"model.init_checkpoint {path} has DiT patch {old}, which this "
-                              f"model's patch {new} does not divide")
         prior = source_model.dit.keypoint_prior
-        source = repatch_state_dict(source, model.config.tokenizer.latent_channels, old, new,
-                                    prior[0] if prior else None, prefix="dit.")
+        try:
+            source = repatch_state_dict(source, model.config.tokenizer.latent_channels, old, new,
+                                        prior[0] if prior else None, prefix="dit.")
+        except ValueError as error:  # repatch's own check: old a multiple of new
+            raise ConfigError(f"model.init_checkpoint {path}: {error}") from error
         print(f"  init from patch {old} to patch {new} (world_model/repatch.py)", flush=True)
     target = model.state_dict()
     wrong = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]

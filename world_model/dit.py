@@ -305,7 +305,7 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """latents (B, T, C, h, w), first ``context_frames`` clean; sigma (B,) noise level of the
         rest, in [0, 1] -> velocity (B, T, C, h, w)."""
-        b, t, c, h, w = check_latents(latents, self.latent_channels, self.config.patch_size)
+        b, t, _, h, w = check_latents(latents, self.latent_channels, self.config.patch_size)
         p = self.config.patch_size
         # 1. mask channel (1 = conditioning frame) and per-frame noise level (context: 0 or its
         # augmentation level)
