@@ -80,7 +80,9 @@ class StageTimer:
             delattr(self.model, name)  # back to the class method
 
 
-def _model_and_store(tmp: str):
+def _model_and_store(tmp: str, checkpoint: str | None = None):
+    """The model to time (``checkpoint``, else the shipped default, else a random tiny one),
+    the store its env resets from, and the model's description for the JSON."""
     from dexac_env.replay.store import EpisodeStore
     from world_model.config import WorldModelConfig
     from world_model.facade import WorldModel
@@ -91,6 +93,8 @@ def _model_and_store(tmp: str):
         from tests.test_world_env import make_store
 
         store = str(make_store(Path(tmp) / "bench.zarr", episodes=4, length=16))
+    if checkpoint is not None:  # a candidate timed before it could ship (e.g. E21's patch-1 DiT)
+        return WorldModel.from_pretrained(checkpoint), store, checkpoint
     if DEFAULT_CHECKPOINT.is_file():
         return WorldModel.from_pretrained(str(DEFAULT_CHECKPOINT)), store, "shipped checkpoint"
     torch.manual_seed(0)
@@ -257,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then the same rows again with the network compiled (WorldModel.compile_network)",
     )
+    parser.add_argument("--checkpoint", default=None,
+                        help="world-model file to time (default: the shipped default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument(
         "--modes", nargs="+", default=["fp32"], choices=MODES,
@@ -282,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     matmul = matmul_rates(device, args.modes)
     loop_max = max(args.sizes) if args.loop_max is None else args.loop_max
     with tempfile.TemporaryDirectory() as tmp:
-        model, store, model_kind = _model_and_store(tmp)
+        if args.checkpoint and not Path(args.checkpoint).is_file():
+            parser.error(f"--checkpoint {args.checkpoint} does not exist")
+        model, store, model_kind = _model_and_store(tmp, args.checkpoint)
         model = model.to(device)
         if args.text_features:
             load_text_features(model, args.text_features)
@@ -298,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": "bench_env",
                 "model": model_kind,
                 "model_size": model.config.size,
+                "dit_patch_size": model.config.dit.patch_size,
                 "sampling_steps": all_steps,
                 "device": _device_name(device),
                 "matmul_gflops": matmul,
