@@ -18,7 +18,7 @@ W=${W:-/tmp/wave4_work}
 PY=${PY:-python3}
 DEADLINE_S=${DEADLINE_S:-520}
 TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-320}
-CALIB_STEPS=${CALIB_STEPS:-30}
+CALIB_STEPS=${CALIB_STEPS:-30}  # the median is taken after 10 warm-up steps: 20 or more
 CONFIG=configs/wm/keypoints/hues_p1_gpu.yaml
 TRAIN_ARGS=${TRAIN_ARGS:-}  # more --set overrides for both runs (a CPU dry run: a small batch)
 RUN=${RUN:-runs/wm_hues_p1_gpu}
@@ -39,7 +39,11 @@ timeout 150 $PY training/train_wm.py --config "$CONFIG" $TRAIN_ARGS --set traine
   --set trainer.out_dir="$W/calib" --set trainer.checkpoint_every=100000 > "$W/calib.log" 2>&1 \
   || { log "calibration: exit $?"; tail -20 "$W/calib.log" >> "$OUT/log.txt"; exit 1; }
 # the median step after 10 warm-up steps; 8% for logging and the end's checkpoint and export
-read -r STEPS STEP_S < <($PY - "$W/calib/metrics.jsonl" "$TRAIN_BUDGET_S" <<'EOF'
+# the budget is also capped by the deadline: 90 s for the export and logs, 20 s for the start
+BUDGET=$(left 110)
+((BUDGET > TRAIN_BUDGET_S)) && BUDGET=$TRAIN_BUDGET_S
+((BUDGET < 30)) && { log "calibration left ${BUDGET} s for training: stopped"; exit 1; }
+read -r STEPS STEP_S < <($PY - "$W/calib/metrics.jsonl" "$BUDGET" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 step_s = statistics.median(r["step_s"] for r in rows[10:])
@@ -47,7 +51,7 @@ steps = max(100, min(20000, int(float(sys.argv[2]) / (1.08 * step_s)) // 100 * 1
 print(steps, round(step_s, 4))
 EOF
 )
-log "1b. $STEPS steps (calibration: a median $STEP_S s per step)"
+log "1b. $STEPS steps in ${BUDGET} s (calibration: a median $STEP_S s per step)"
 # leave 90 s for the export and the logs
 # shellcheck disable=SC2086
 timeout "$(left 90)" $PY training/train_wm.py --config "$CONFIG" $TRAIN_ARGS --set trainer.steps="$STEPS" \
@@ -61,6 +65,8 @@ fi
 
 if [[ $PARTS == *bench* && -f $OUT/dexac_hues_p1_gpu.safetensors && $(left 15) -gt 30 ]]; then
 log "2. env steps/s of the patch-1 model on the GPU ($(left 15) s)"
+# fp32 rows in fp32: the TF32 switch was for training (wave 4's own bench ran with it left on)
+unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
 gpu_bench "$(left 15)" "env_gpu_p1.json" --checkpoint "$OUT/dexac_hues_p1_gpu.safetensors" \
   --sizes 1 16 256 --loop-max 16 --steps 10 --modes fp32 bf16+graphs
 fi
