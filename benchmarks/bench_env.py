@@ -285,11 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda, but torch sees no CUDA device")
     if any(m.endswith("+graphs") for m in args.modes) and device.type != "cuda":
         parser.error("the +graphs modes need --device cuda")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
     matmul = matmul_rates(device, args.modes)
     loop_max = max(args.sizes) if args.loop_max is None else args.loop_max
     with tempfile.TemporaryDirectory() as tmp:
-        if args.checkpoint and not Path(args.checkpoint).is_file():
-            parser.error(f"--checkpoint {args.checkpoint} does not exist")
         model, store, model_kind = _model_and_store(tmp, args.checkpoint)
         model = model.to(device)
         if args.text_features:
