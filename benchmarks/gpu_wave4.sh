@@ -4,6 +4,9 @@
 # image lacks in .whl/, the train pack data/packs/sim_hues_train_f16_sem1.npz and the patch-1
 # run's step-600 export checkpoints/dexac_hues_p1_step600.safetensors (all three travel):
 #   OUT=/tmp/wave4 bash benchmarks/gpu_wave4.sh
+# A second stage on a still-warm machine, from the first one's float32 export:
+#   RUN=runs/wm_hues_p1_gpu2 PARTS=train TRAIN_ARGS="--set model.init_checkpoint=runs/wm_hues_p1_gpu/model.safetensors
+#     --set trainer.out_dir=runs/wm_hues_p1_gpu2 --set trainer.seed=11" DEADLINE_S=300 bash benchmarks/gpu_wave4.sh
 # 1. issue #11: E21's patch-1 DiT, which keeps held objects but was still relearning the hands at
 #    step 600 on the CPU, trained on at batch 64 (configs/wm/keypoints/hues_p1_gpu.yaml) for as
 #    many steps as TRAIN_BUDGET_S allows: 30 steps are timed first and set trainer.steps, so the
@@ -34,6 +37,7 @@ export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 
 if [[ $PARTS == *train* ]]; then
 log "1a. time $CALIB_STEPS steps"
+rm -rf "$W/calib"  # the script's own scratch run (a rerun on a warm machine found the last one)
 # shellcheck disable=SC2086
 timeout 150 $PY training/train_wm.py --config "$CONFIG" $TRAIN_ARGS --set trainer.steps="$CALIB_STEPS" \
   --set trainer.out_dir="$W/calib" --set trainer.checkpoint_every=100000 > "$W/calib.log" 2>&1 \
