@@ -29,6 +29,10 @@ mkdir -p "$OUT" "$W"
 # shellcheck source=benchmarks/gpu_common.sh
 . "$(dirname "$0")/gpu_common.sh"
 left() { echo $((DEADLINE_S - SECONDS - $1)); }  # seconds left, keeping $1 for what follows
+# the calibration and the run: one command line (an array: timeout runs no shell function),
+# each call adding its own --set overrides
+# shellcheck disable=SC2206
+TRAIN=($PY training/train_wm.py --config "$CONFIG" $TRAIN_ARGS)
 
 log "0. setup"
 gpu_setup
@@ -38,15 +42,14 @@ export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 if [[ $PARTS == *train* ]]; then
 log "1a. time $CALIB_STEPS steps"
 rm -rf "$W/calib"  # the script's own scratch run (a rerun on a warm machine found the last one)
-# shellcheck disable=SC2086
-timeout 150 $PY training/train_wm.py --config "$CONFIG" $TRAIN_ARGS --set trainer.steps="$CALIB_STEPS" \
-  --set trainer.out_dir="$W/calib" --set trainer.checkpoint_every=100000 > "$W/calib.log" 2>&1 \
+timeout 150 "${TRAIN[@]}" --set trainer.steps="$CALIB_STEPS" --set trainer.out_dir="$W/calib" \
+  --set trainer.checkpoint_every=100000 > "$W/calib.log" 2>&1 \
   || { log "calibration: exit $?"; tail -20 "$W/calib.log" >> "$OUT/log.txt"; exit 1; }
-# the median step after 10 warm-up steps; 8% for logging and the end's checkpoint and export
 # the budget is also capped by the deadline: 90 s for the export and logs, 20 s for the start
 BUDGET=$(left 110)
 ((BUDGET > TRAIN_BUDGET_S)) && BUDGET=$TRAIN_BUDGET_S
 ((BUDGET < 30)) && { log "calibration left ${BUDGET} s for training: stopped"; exit 1; }
+# the median step after 10 warm-up steps; 8% for logging and the end's checkpoint and export
 read -r STEPS STEP_S < <($PY - "$W/calib/metrics.jsonl" "$BUDGET" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
@@ -57,9 +60,8 @@ EOF
 )
 log "1b. $STEPS steps in ${BUDGET} s (calibration: a median $STEP_S s per step)"
 # leave 90 s for the export and the logs
-# shellcheck disable=SC2086
-timeout "$(left 90)" $PY training/train_wm.py --config "$CONFIG" $TRAIN_ARGS --set trainer.steps="$STEPS" \
-  --set trainer.checkpoint_every=250 > "$W/train.log" 2>&1 \
+timeout "$(left 90)" "${TRAIN[@]}" --set trainer.steps="$STEPS" --set trainer.checkpoint_every=250 \
+  > "$W/train.log" 2>&1 \
   || log "train: exit $? (export takes the newest checkpoint)"
 tail -5 "$W/train.log" >> "$OUT/log.txt"
 $PY training/export.py "$RUN" --compact --storage int8 --sampler-steps 2 \
