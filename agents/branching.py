@@ -160,11 +160,18 @@ class WorldBranch:
             else:  # the imagined source reads each branch's own decoded frame
                 total += self.contact(poses, self.core.frames() if self.contact.needs_frames
                                       else None)
-            if self.support_penalty > 0:
-                total -= self.support_penalty * self.outside_support(poses)
-            if self.view_penalty > 0:
-                total -= self.view_penalty * self.out_of_view(poses)
+            total -= self.penalty(poses)
         return total
+
+    def penalty(self, poses: np.ndarray) -> np.ndarray:
+        """(K, 57) commanded poses -> (K,) the support and view penalties of one step (what the
+        objective subtracts from the reward; zero when both weights are)."""
+        cost = np.zeros(len(poses))
+        if self.support_penalty > 0:
+            cost += self.support_penalty * self.outside_support(poses)
+        if self.view_penalty > 0:
+            cost += self.view_penalty * self.out_of_view(poses)
+        return cost
 
     def policy_sequences(self, act: Any, horizon: int) -> np.ndarray:
         """(population, horizon, A) actions of a policy rolled out in imagination from the
@@ -218,6 +225,7 @@ class SimBranch:
         self.root_delta: DeltaPoseState | None = None
         self.model, self.view_penalty = model, view_penalty
         self.reward_fn = None
+        self.last_success = np.zeros(0, dtype=bool)  # per sequence of the last call: touched
         if objective is not None:
             from dexac_env.rewards import make_reward  # noqa: PLC0415
 
@@ -230,6 +238,7 @@ class SimBranch:
         if self.root is None:
             raise RuntimeError("call sync before scoring")
         returns = np.zeros(len(sequences))
+        self.last_success = np.zeros(len(sequences), dtype=bool)
         frames, poses = [], []  # kept only for a learned objective
         for k, sequence in enumerate(sequences):
             self.sim.set_state(self.root)
@@ -238,6 +247,7 @@ class SimBranch:
                 pose = self.delta(action[None])[0].astype(np.float32)
                 obs, reward, _, _, info = self.sim.step(pose)
                 returns[k] += reward
+                self.last_success[k] |= bool(info.get("success", False))
                 if self.reward_fn is not None:
                     frames.append(obs["image"])
                     poses.append(pose)

@@ -135,6 +135,11 @@ def register(subparsers) -> None:
     ev.add_argument("--seeds", type=int, default=20)
     ev.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED)
     ev.add_argument("--no-imagined", action="store_true", help="skip the imagined-return replay")
+    ev.add_argument("--audit", action="store_true",
+                    help="mpc_world, contact objective read on imagined frames: at every "
+                         "replanning also run each sample in a cloned simulator and score it with "
+                         "references that read no imagination (agents.audit); writes "
+                         "OUT_audit.jsonl and OUT_audit.png and an 'audit' summary per policy")
     ev.add_argument("--out", default="benchmarks/results/agents.json",
                     help="JSON; the .md table next to it")
     ev.add_argument("--video-dir", default=None,
@@ -252,8 +257,30 @@ def build_mpc(model: str, args: argparse.Namespace):
     named_hand_only = bool(getattr(args, "named_hand_only", False))
     if named_hand_only:
         name += "_named_hand"
+    audit = build_audit(args, scorer) if getattr(args, "audit", False) else None
     return MPCPolicy(planner, scorer, name, goal_fn, args.replan_every, prior, count,
-                     named_hand_only)
+                     named_hand_only, audit)
+
+
+def build_audit(args: argparse.Namespace, scorer):
+    """``--audit``: the objective's ranking against the simulator (agents.audit), with two
+    references that read no imagination: the place on the real frame (the median of the
+    episode's readings, as the planner of docs/agents.md's 27/40) and the simulator's own."""
+    from agents.audit import ObjectiveAudit  # noqa: PLC0415
+    from agents.branching import SimBranch, WorldBranch  # noqa: PLC0415
+
+    if not isinstance(scorer, WorldBranch) or args.objective != "contact" \
+            or args.contact_source != "imagined":
+        raise ValueError("--audit watches mpc_world with --objective contact --contact-source imagined")
+    model = scorer.core.model
+    references = {
+        "pixels_median": located_contact(argparse.Namespace(**vars(args) | {
+            "contact_source": "pixels", "fuse": "median", "pool": "branch"}), model),
+        "true_place": located_contact(argparse.Namespace(**vars(args) | {
+            "contact_source": "true", "pool": "branch"}), model),
+    }
+    sim = SimBranch(_env_config(args, "sim", color_split=args.color_split), scorer.delta.limits)
+    return ObjectiveAudit(scorer, sim, references)
 
 
 def located_contact(args: argparse.Namespace, model):
@@ -309,6 +336,8 @@ def run_eval(args: argparse.Namespace) -> int:
         policy = build_policy(spec, args)
         video = str(Path(args.video_dir or out.parent) / f"{out.stem}_{policy.name}.mp4")
         rows.append(evaluate_policy(policy, sim, seeds, world, video=video))
+        if getattr(policy, "audit", None) is not None:
+            rows[-1]["audit"] = write_audit(policy.audit, out)
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         result = {"command": "dexac " + shlex.join(sys.argv[1:]), "task": args.task,
                   "seeds": seeds, "imagined_reward": _imagined_reward(args), "policies": rows}
@@ -317,6 +346,16 @@ def run_eval(args: argparse.Namespace) -> int:
     out.with_suffix(".md").write_text(f"`{result['command']}`\n\n{table}\n")
     print(table)
     return 0
+
+
+def write_audit(audit, out: Path) -> dict:
+    """The audit's rows (JSONL) and figure next to ``out``; returns its summary."""
+    from agents.audit import plot_audit  # noqa: PLC0415
+
+    rows = out.with_name(f"{out.stem}_audit.jsonl")
+    rows.write_text("".join(json.dumps(row) + "\n" for row in audit.rows))
+    plot_audit(audit.rows, out.with_name(f"{out.stem}_audit.png"))
+    return audit.summary() | {"rows": str(rows)}
 
 
 def run_reward(args: argparse.Namespace) -> int:

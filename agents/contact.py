@@ -123,6 +123,9 @@ class LocatedContact:
         self.radius = 0.0
         self.text = ""  # the task text of the last sync
         self.finger_weights: torch.Tensor | None = None  # (10,)
+        # source "imagined": each scored step's (K, 3) per-branch places, before pooling, since
+        # the last sync (read by agents.audit)
+        self.imagined_places: list[np.ndarray] = []
 
     @torch.no_grad()
     def sync(self, frame: np.ndarray, pose: np.ndarray, text: str, sim: Any = None) -> None:
@@ -134,6 +137,7 @@ class LocatedContact:
         else:
             self.finger_weights = torch.softmax(
                 self.head.finger(self.text_embedding(frame, text)), -1)
+        self.imagined_places.clear()
         pose = np.asarray(pose, np.float64)
         self.root_wrists = np.stack([pose[w.start:w.start + 3] for w in (LEFT_WRIST, RIGHT_WRIST)])
         if self.source == "true":
@@ -179,6 +183,7 @@ class LocatedContact:
                 raise ValueError("the imagined source scores each branch on its own frame: "
                                  "pass frames (K, H, W, 3)")
             centre, radius = self._locate(frames, poses)  # (K, 3), (K,)
+            self.imagined_places.append(centre.numpy().astype(np.float64))
             if self.pool == "median":  # one place for every branch
                 reading = torch.cat([centre, radius[:, None]], 1).median(0).values  # (4,)
                 if self.fuse == "median":

@@ -79,12 +79,17 @@ class MPCPolicy(Policy):
 
     ``named_hand_only``: at each reset the planner holds the hand the task text does not name
     (``world_model.object_locator.hand_of``; both hands plan when the text names neither or
-    both), so sampled sequences never move it."""
+    both), so sampled sequences never move it.
+
+    ``audit`` (an :class:`agents.audit.ObjectiveAudit`, imagination only) records how the
+    objective ranks every replanning's samples against the simulator; it changes no action."""
 
     def __init__(self, planner: _Planner, scorer: WorldBranch | SimBranch, name: str,
                  goal_fn: Any = None, replan_every: int = 1, prior: Any = None,
-                 prior_count: int = 0, named_hand_only: bool = False):
-        self.planner, self.scorer, self.name = planner, scorer, name
+                 prior_count: int = 0, named_hand_only: bool = False, audit: Any = None):
+        if audit is not None and isinstance(scorer, SimBranch):
+            raise ValueError("the audit watches a planner in imagination (a world scorer)")
+        self.planner, self.scorer, self.name, self.audit = planner, scorer, name, audit
         self.named_hand_only = bool(named_hand_only)
         self.goal_fn = goal_fn  # env -> goal frame (H, W, 3), for the goal_image objective
         self.replan_every = replan_every  # in between, act on the rest of the last plan
@@ -104,6 +109,8 @@ class MPCPolicy(Policy):
             self.planner.hold(() if other is None else side_dims(env.delta.action_set, other))
         if getattr(self.scorer, "contact", None) is not None:
             self.scorer.contact.reset()
+        if self.audit is not None:
+            self.audit.reset(seed)
         self.seed, self.t = seed, 0
         self.frames: list[np.ndarray] = []
         self.goal = None if self.goal_fn is None else self.goal_fn(env, seed)
@@ -132,4 +139,9 @@ class MPCPolicy(Policy):
                 self.planner.config.horizon,
             )
             proposals = sequences[: self.prior_count]
-        return self.planner.plan(self.scorer, proposals)
+        if self.audit is None:
+            return self.planner.plan(self.scorer, proposals)
+        self.audit.sync(env, self.frames[-1], delta, info, self.t - 1)
+        action = self.planner.plan(self.audit.wrap(self.scorer), proposals)
+        self.audit.planned(action, self.planner.mean)
+        return action

@@ -347,3 +347,69 @@ def test_agent_eval_judges_in_the_requested_object_colours(tmp_path, split):
     for row in rows:
         named = [c for c in {**TRAIN_COLORS, **TEST_COLORS} if f" {c} " in row["text"]]
         assert named and named[0] in colours, row["text"]
+
+
+# -- the objective audit -----------------------------------------------------------------------
+
+def _audited_mpc(audit: bool, steps: int = 4):
+    """`dexac agent eval`'s mpc_world with the contact objective read on imagined frames (the
+    shipped locator and head), small enough for a test."""
+    from agents.cli import build_policy
+    from dexac_env.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["agent", "eval", "--policy", "mpc_world", "--task", "touch", "--split", "",
+         "--sampling-steps", "1", "--max-episode-steps", str(steps), "--planner", "cem",
+         "--population", "4", "--horizon", "2", "--iterations", "2", "--replan-every", "2",
+         "--view-penalty", "1.0", "--objective", "contact", "--contact-source", "imagined",
+         "--approach", "above",
+         "--reward-head", "dexac_env/assets/task_reward_touch_contact.safetensors",
+         "--locator", "dexac_env/assets/object_locator_touch.safetensors"]
+        + (["--audit"] if audit else []))
+    args.split = None
+    return build_policy("mpc_world", args), args
+
+
+def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_real_one():
+    """The audit watches the planner without moving it (same poses with and without it), and
+    the true return it gives the plan the planner carries out is what the real simulator paid
+    over that window (a wrong restored state or a wrong reconstruction of the carried plan
+    would differ)."""
+    from agents.evaluate import run_episode
+
+    plain, args = _audited_mpc(audit=False)
+    audited, _ = _audited_mpc(audit=True)
+    env = make_env(config("sim", max_episode_steps=4))
+    reference = run_episode(env, plain, seed=1000)
+    episode = run_episode(env, audited, seed=1000)
+    np.testing.assert_array_equal(episode.poses, reference.poses)
+    rows = audited.audit.rows
+    assert [r["step"] for r in rows] == [0, 2]
+    assert all(r["samples"] == 8 for r in rows)  # both CEM iterations' 4 samples
+    # the real simulator's reward per step, replayed from the same seed
+    sim = make_env(config("sim", max_episode_steps=4)).unwrapped
+    sim.reset(seed=1000)
+    rewards = [sim.step(pose.astype(np.float32))[1] for pose in episode.poses]
+    for row in rows:
+        window = sum(rewards[row["step"]:row["step"] + 2])
+        assert row["carried"]["true_return"] == pytest.approx(window, abs=1e-9)
+    # the imagined objective's first choice is CEM's best sequence, whose first action it took
+    for row in rows:
+        assert row["imagined"]["choice_true_return"] <= row["true_return"]["max"] + 1e-12
+        assert -1.0 <= row["imagined"]["spearman"] <= 1.0 or np.isnan(row["imagined"]["spearman"])
+    summary = audited.audit.summary()
+    assert summary["replannings"] == 2
+    assert set(summary["objectives"]) == {"imagined", "pixels_median", "true_place"}
+
+
+def test_objective_audit_is_refused_where_no_imagined_objective_is_ranked():
+    from agents.branching import SimBranch
+    from agents.cli import build_audit
+
+    _, args = _audited_mpc(audit=False)
+    with pytest.raises(ValueError, match="--audit watches mpc_world"):
+        build_audit(args, SimBranch(config("sim")))
+    args.contact_source = "pixels"
+    policy, _ = _audited_mpc(audit=False)
+    with pytest.raises(ValueError, match="--audit watches mpc_world"):
+        build_audit(args, policy.scorer)

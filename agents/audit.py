@@ -1,0 +1,205 @@
+"""How a world-model planner's objective ranks its own samples, against the simulator's truth.
+
+MPC reading the object's place on imagined frames touches 12/40 with the shipped default; the
+same objective with the place read on the real frame touches 27/40 (docs/agents.md), and a
+world model that keeps the object 2.7 cm closer to its place over the planner's horizon touches
+no more (E21). Success counts cannot say where the two part. :class:`ObjectiveAudit` watches
+one ``mpc_world`` run without changing it: at every replanning, every sequence the planner
+scores in imagination is also
+
+- run in a private simulator restored to the real env's state (:class:`SimBranch`): its true
+  return over the horizon and whether it touches;
+- scored by reference objectives that read no imagination: the same contact form with the
+  place read on the real frame (``pixels``: the 27/40 planner's objective) and from the
+  simulator's state (``true_place``, privileged), each with the world scorer's own penalties.
+
+Per replanning it records each objective's Spearman correlation with the true return, the true
+return and touch of each objective's first choice (the imagined objective's is CEM's
+``best_seq``), those of the plan the planner carries out (its first action, then the CEM
+mean's), and how far each branch's imagined place is from the true one. The summary averages
+these over replannings; see docs/agents.md "Auditing the objective".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from agents.actions import DeltaPose, DeltaPoseState
+from agents.branching import SimBranch, WorldBranch
+from agents.contact import true_place
+
+IMAGINED = "imagined"  # the name of the planner's own objective in the records
+
+
+class ObjectiveAudit:
+    """Records, per replanning of an ``mpc_world`` planner, its samples' imagined, reference
+    and true scores (module docstring).
+
+    world: the planner's :class:`WorldBranch` (an imagined-source contact objective);
+    sim: a :class:`SimBranch` with the true reward, the planner's action set and limits;
+    references: name -> :class:`agents.contact.LocatedContact` scored on the commanded poses
+    only (sources ``pixels`` or ``true``).
+    """
+
+    def __init__(self, world: WorldBranch, sim: SimBranch, references: dict[str, Any]):
+        if world.contact is None or world.contact.source != "imagined":
+            raise ValueError("the audit compares an objective read on imagined frames with "
+                             "references: use --objective contact --contact-source imagined")
+        if IMAGINED in references or any(c.needs_frames for c in references.values()):
+            raise ValueError("references score commanded poses only (sources pixels or true)")
+        self.world, self.sim, self.references = world, sim, references
+        self.rows: list[dict[str, Any]] = []
+        self._pending: dict[str, Any] | None = None
+
+    def reset(self, seed: int) -> None:
+        """A new episode (the policy's reset)."""
+        self.seed, self.t = seed, 0
+        for contact in self.references.values():
+            contact.reset()
+
+    def sync(self, env: Any, frame: np.ndarray, delta: DeltaPoseState, info: dict,
+             step: int) -> None:
+        """A replanning at the episode's ``step`` from the real env's state."""
+        self.t = step
+        self.sim.sync(env.unwrapped.get_state(), delta)
+        for contact in self.references.values():
+            contact.sync(frame, delta.pose[0], info["task_description"], env.unwrapped)
+        centre, _ = true_place(env.unwrapped)
+        self._pending = {"delta": delta, "true_centre": centre.numpy().astype(np.float64),
+                         "sequences": [], "imagined": [], "places": []}
+
+    def wrap(self, scorer: WorldBranch):
+        """The planner's scorer, recording what it scores."""
+        def score(sequences: np.ndarray) -> np.ndarray:
+            returns = scorer(sequences)
+            pending = self._pending
+            pending["sequences"].append(np.array(sequences))
+            pending["imagined"].append(np.asarray(returns, np.float64))
+            # (horizon, K, 3) -> (K, horizon, 3): where each branch's imagined frames put it
+            pending["places"].append(np.stack(scorer.contact.imagined_places[-len(sequences[0]):], 1))
+            return returns
+        return score
+
+    def planned(self, action: np.ndarray, mean: np.ndarray) -> dict[str, Any]:
+        """After the plan: ``action`` (A,) the planner returned, ``mean`` (horizon, A) the rest
+        it will carry out (``planner.mean`` after ``plan``). Scores everything; returns the row."""
+        pending, self._pending = self._pending, None
+        if pending is None or not pending["sequences"]:
+            raise RuntimeError("planned() needs a sync() and a scored plan first")
+        sequences = np.concatenate(pending["sequences"])  # (N, H, A), every CEM iteration
+        horizon = sequences.shape[1]
+        scores = {IMAGINED: np.concatenate(pending["imagined"])}
+        scores |= {name: self._pose_objective(contact, sequences, pending["delta"])
+                   for name, contact in self.references.items()}
+        true = self.sim(sequences)
+        touched = self.sim.last_success.copy()
+        carried = np.concatenate([np.asarray(action, np.float64)[None],
+                                  np.clip(mean[:horizon - 1], -1.0, 1.0)])[None]
+        carried_return = float(self.sim(carried)[0])
+        places = np.concatenate(pending["places"])  # (N, H, 3)
+        place_error = np.linalg.norm(places - pending["true_centre"], axis=-1).mean(1)  # (N,)
+        row: dict[str, Any] = {
+            "seed": self.seed, "step": self.t, "samples": len(sequences),
+            "true_return": {"mean": float(true.mean()), "max": float(true.max())},
+            "any_touch": bool(touched.any()), "touch_share": float(touched.mean()),
+            "carried": {"true_return": carried_return, "touch": bool(self.sim.last_success[0])},
+            "place_error_cm": {"mean": 100 * float(place_error.mean())},
+        }
+        for name, score in scores.items():
+            choice = int(np.argmax(score))
+            row[name] = {"spearman": _spearman(score, true), "choice_true_return": float(true[choice]),
+                         "choice_touch": bool(touched[choice])}
+        row["place_error_cm"]["choice"] = 100 * float(place_error[int(np.argmax(scores[IMAGINED]))])
+        self.rows.append(row)
+        return row
+
+    def _pose_objective(self, contact: Any, sequences: np.ndarray,
+                        delta: DeltaPoseState) -> np.ndarray:
+        """(N, H, A) -> (N,) a reference objective: the contact reward of each step's commanded
+        pose minus the world scorer's penalties, summed over the horizon."""
+        tracker = DeltaPose(len(sequences), self.world.delta.action_set, self.world.delta.limits)
+        tracker.set_state(delta.select([0] * len(sequences)))
+        total = np.zeros(len(sequences))
+        for h in range(sequences.shape[1]):
+            poses = tracker(sequences[:, h])
+            total += contact(poses) - self.world.penalty(poses)
+        return total
+
+    def summary(self) -> dict[str, Any]:
+        """Means over replannings (95% half-widths where they are means of per-row figures)."""
+        from agents.evaluate import mean_ci  # noqa: PLC0415
+
+        rows = self.rows
+        if not rows:
+            return {"replannings": 0}
+        names = [IMAGINED, *self.references]
+        touchable = [r for r in rows if r["any_touch"]]
+        best = np.array([r["true_return"]["max"] for r in rows])
+        average = np.array([r["true_return"]["mean"] for r in rows])
+        out: dict[str, Any] = {
+            "replannings": len(rows), "replannings_with_a_touching_sample": len(touchable),
+            "true_return": {"best_sample": mean_ci(best), "sample_mean": mean_ci(average),
+                            "carried_plan": mean_ci([r["carried"]["true_return"] for r in rows])},
+            "carried_plan_touches_where_a_sample_does": sum(r["carried"]["touch"] for r in touchable),
+            "place_error_cm": {"all_branches": mean_ci([r["place_error_cm"]["mean"] for r in rows]),
+                               "imagined_choice": mean_ci([r["place_error_cm"]["choice"] for r in rows])},
+            "objectives": {},
+        }
+        for name in names:
+            rho = [r[name]["spearman"] for r in rows if not math.isnan(r[name]["spearman"])]
+            chosen = np.array([r[name]["choice_true_return"] for r in rows])
+            gain = best - average  # what a perfect ranking gains over a random sample
+            kept = gain > 1e-9
+            out["objectives"][name] = {
+                "spearman": mean_ci(rho) if rho else (math.nan, 0.0),
+                "choice_true_return": mean_ci(chosen),
+                # share of the best sample's lead over the average that the choice keeps
+                "choice_captured": mean_ci((chosen[kept] - average[kept]) / gain[kept])
+                if kept.sum() > 1 else (math.nan, 0.0),
+                "choice_touches_where_a_sample_does": sum(r[name]["choice_touch"] for r in touchable),
+            }
+        return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation; nan where either side is constant."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(spearmanr(a, b).statistic)
+
+
+def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
+    """Two panels: per objective, the spread of its per-replanning rank correlation with the
+    true return; and, over the replannings where some sample touches, how often each
+    objective's first choice and the carried-out plan touch."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    if not rows:
+        raise ValueError("no audit rows to plot")
+    names = [k for k, v in rows[0].items() if isinstance(v, dict) and "spearman" in v]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    rhos = [[r[n]["spearman"] for r in rows if not math.isnan(r[n]["spearman"])] for n in names]
+    left.boxplot(rhos, showmeans=True)
+    left.set_xticks(range(1, len(names) + 1), names)
+    left.axhline(0.0, color="grey", lw=0.8)
+    left.set_ylabel("Spearman with the simulator's return")
+    left.set_title(f"ranking of each replanning's samples ({len(rows)} replannings)")
+    touchable = [r for r in rows if r["any_touch"]]
+    labels = [*names, "carried plan"]
+    counts = [sum(r[n]["choice_touch"] for r in touchable) for n in names]
+    counts.append(sum(r["carried"]["touch"] for r in touchable))
+    right.bar(labels, counts, color=["C0"] * len(names) + ["C1"])
+    right.axhline(len(touchable), color="grey", ls="--", lw=0.8, label="a sample touches")
+    right.set_ylabel("replannings")
+    right.set_title("first choice touches, where some sample does")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
