@@ -173,9 +173,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
-    """Two panels: per objective, the spread of its per-replanning rank correlation with the
-    true return; and, over the replannings where some sample touches, how often each
-    objective's first choice and the carried-out plan touch."""
+    """Three panels: per objective, the spread of its per-replanning rank correlation with the
+    true return; over the replannings where some sample touches, how often each objective's
+    first choice and the carried-out plan touch; and the imagined objective's correlation less
+    the first reference's against how far the branches' imagined places are from the true one."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -184,7 +185,7 @@ def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
     if not rows:
         raise ValueError("no audit rows to plot")
     names = [k for k, v in rows[0].items() if isinstance(v, dict) and "spearman" in v]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right, error) = plt.subplots(1, 3, figsize=(15, 4))
     rhos = [[r[n]["spearman"] for r in rows if not math.isnan(r[n]["spearman"])] for n in names]
     left.boxplot(rhos, showmeans=True)
     left.set_xticks(range(1, len(names) + 1), names)
@@ -200,6 +201,24 @@ def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
     right.set_ylabel("replannings")
     right.set_title("first choice touches, where some sample does")
     right.legend()
+    reference = names[1] if len(names) > 1 else names[0]
+    x = np.array([r["place_error_cm"]["mean"] for r in rows])
+    y = np.array([r[IMAGINED]["spearman"] - r[reference]["spearman"] for r in rows])
+    keep = ~np.isnan(y)
+    error.scatter(x[keep], y[keep], s=8, alpha=0.4)
+    edges = np.quantile(x[keep], np.linspace(0, 1, 6))  # five bins of equal count
+    centres, means = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = keep & (x >= lo) & (x <= hi)
+        if inside.any():
+            centres.append(x[inside].mean())
+            means.append(y[inside].mean())
+    error.plot(centres, means, "o-", color="C3", label="mean per fifth of the replannings")
+    error.axhline(0.0, color="grey", lw=0.8)
+    error.set_xlabel("branches' imagined place: mean distance to the true one (cm)")
+    error.set_ylabel(f"Spearman: {IMAGINED} - {reference}")
+    error.set_title("ranking lost to the imagined place")
+    error.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -370,7 +370,7 @@ def _audited_mpc(audit: bool, steps: int = 4):
     return build_policy("mpc_world", args), args
 
 
-def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_real_one():
+def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_real_one(tmp_path):
     """The audit watches the planner without moving it (same poses with and without it), and
     the true return it gives the plan the planner carries out is what the real simulator paid
     over that window (a wrong restored state or a wrong reconstruction of the carried plan
@@ -400,6 +400,10 @@ def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_rea
     summary = audited.audit.summary()
     assert summary["replannings"] == 2
     assert set(summary["objectives"]) == {"imagined", "pixels_median", "true_place"}
+    from agents.audit import plot_audit
+
+    plot_audit(rows, tmp_path / "audit.png")
+    assert (tmp_path / "audit.png").stat().st_size > 10_000
 
 
 def test_objective_audit_is_refused_where_no_imagined_objective_is_ranked():
