@@ -151,6 +151,10 @@ class WorldBranch:
         if k != self.population:
             raise ValueError(f"expected {self.population} sequences, got {k}")
         self._branch_from_root()
+        if self.contact is not None and self.contact.needs_drawn_colour:
+            with torch.no_grad():  # the world model's drawing of the synced real frame
+                frame = self.core.model.decode(self.root.context[:, -1:])[0, -1].cpu().numpy()
+            self.contact.set_drawn_colour(frame, self.root_delta.pose[0])
         total = np.zeros(k)
         for h in range(horizon):
             poses = self.delta(sequences[:, h])  # (K, 57) commanded poses

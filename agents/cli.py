@@ -76,6 +76,10 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
                         "imagined frame shows ('branch'), or every branch against the median of "
                         "the branches' readings of that step ('median'; with --fuse median, of "
                         "every such reading of the episode)")
+    p.add_argument("--imagined-colour", choices=("text", "drawn"), default="text",
+                   help="--contact-source imagined: look on the imagined frames for the colour "
+                        "the text names, or for the colour the world model draws the object in "
+                        "(read on its drawing of the real frame where the object is located)")
     p.add_argument("--locator", default=None, metavar="LOCATOR.safetensors",
                    help="the object locator (training/train_locator.py) for --contact-source pixels "
                         "or imagined")
@@ -245,7 +249,8 @@ def build_mpc(model: str, args: argparse.Namespace):
     if model == "world" and args.objective == "contact":
         name += f"_contact_{args.contact_source}" + ("_above" if args.approach == "above" else "") \
             + ("_median" if args.fuse == "median" else "") \
-            + ("_pooled" if getattr(args, "pool", "branch") == "median" else "")
+            + ("_pooled" if getattr(args, "pool", "branch") == "median" else "") \
+            + ("_drawn" if getattr(args, "imagined_colour", "text") == "drawn" else "")
     if getattr(args, "prior", None):
         if model != "world":
             raise ValueError("--prior proposes in imagination: use it with mpc_world")
@@ -275,9 +280,10 @@ def build_audit(args: argparse.Namespace, scorer):
     model = scorer.core.model
     references = {
         "pixels_median": located_contact(argparse.Namespace(**vars(args) | {
-            "contact_source": "pixels", "fuse": "median", "pool": "branch"}), model),
+            "contact_source": "pixels", "fuse": "median", "pool": "branch",
+            "imagined_colour": "text"}), model),
         "true_place": located_contact(argparse.Namespace(**vars(args) | {
-            "contact_source": "true", "pool": "branch"}), model),
+            "contact_source": "true", "pool": "branch", "imagined_colour": "text"}), model),
     }
     sim = SimBranch(_env_config(args, "sim", color_split=args.color_split), scorer.delta.limits)
     return ObjectiveAudit(scorer, sim, references)
@@ -308,7 +314,8 @@ def located_contact(args: argparse.Namespace, model):
     return LocatedContact(load_task_reward(args.reward_head), embed, args.contact_source, locator,
                           log_reward=True, clearance=args.clearance,
                           hold_other=args.hold_other, approach=args.approach,
-                          fuse=args.fuse, pool=getattr(args, "pool", "branch"))
+                          fuse=args.fuse, pool=getattr(args, "pool", "branch"),
+                          colour=getattr(args, "imagined_colour", "text"))
 
 
 def run_plan(args: argparse.Namespace) -> int:

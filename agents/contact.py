@@ -48,6 +48,15 @@ where the fingertip goes (the elite of a CEM step is where imagination errs in i
 the median keeps the place imagination shows in most branches. With ``fuse="median"`` the
 place is the median of every pooled imagined reading of the episode so far.
 
+``colour="drawn"`` (source ``"imagined"`` only) looks on the imagined frames for the colour
+the world model draws the named object in, not the colour the text names: at each replanning
+the object is located on the real frame, the world model's own drawing of that frame (its
+decoded context) is read there (the median RGB of the 3 x 3 pixels the located centre projects
+to), and the locator is asked for that colour on every imagined frame. The world model draws a
+held-out colour as the nearest training hue from its first frame on (E17, E21), so the text's
+colour is not on its frames to be found; E22's audit found the planner's ranking lost in
+proportion to how far the imagined place is from the true one.
+
 ``hold_other`` > 0 keeps the hand the text does not name where it was at the replanning: its
 wrist's displacement (m, over the reward's length scale) costs that weight. Nothing else in the
 objective involves that hand, so the planner's samples move it at random. Off by default: it
@@ -63,7 +72,7 @@ import numpy as np
 import torch
 
 from dexac_env.actions import LEFT_WRIST, RIGHT_WRIST
-from world_model.keypoint_prior import from_camera, keypoints_3d
+from world_model.keypoint_prior import from_camera, image_fractions, keypoints_3d, to_camera
 from world_model.object_locator import fingertip_of
 from world_model.task_reward import FINGERTIPS, TaskRewardHead
 
@@ -71,6 +80,7 @@ SOURCES = ("pixels", "imagined", "true")
 APPROACHES = ("any", "above")
 FUSIONS = ("last", "median")
 POOLS = ("branch", "median")
+COLOURS = ("text", "drawn")
 
 
 class LocatedContact:
@@ -81,13 +91,19 @@ class LocatedContact:
     (text_dim,) tensor (the world model's semantic branch); locator: the pixel locator
     (sources ``"pixels"`` and ``"imagined"``); log_reward: plan on the log reward (linear in the
     distance far from the object) rather than the reward. ``source``, ``two_sided``,
-    ``clearance``, ``hold_other``, ``approach``, ``fuse`` and ``pool``: the module docstring.
+    ``clearance``, ``hold_other``, ``approach``, ``fuse``, ``pool`` and ``colour``: the module
+    docstring.
     """
 
     def __init__(self, head: TaskRewardHead, text_embedding: Any, source: str = "pixels",
                  locator: Any = None, log_reward: bool = True, two_sided: bool = True,
                  clearance: float = 0.0, hold_other: float = 0.0, approach: str = "any",
-                 fuse: str = "last", pool: str = "branch"):
+                 fuse: str = "last", pool: str = "branch", colour: str = "text"):
+        if colour not in COLOURS or (colour != "text" and source != "imagined"):
+            raise ValueError(f"colour must be one of {COLOURS}, and 'drawn' needs the imagined "
+                             f"source; got {colour!r} with source {source!r}")
+        self.colour = colour
+        self.drawn_colour: torch.Tensor | None = None  # (3,) RGB in [0, 1], per replanning
         if head.config.structure != "contact":
             raise ValueError(f"LocatedContact needs a contact-structured head, got "
                              f"structure {head.config.structure!r}")
@@ -138,6 +154,7 @@ class LocatedContact:
             self.finger_weights = torch.softmax(
                 self.head.finger(self.text_embedding(frame, text)), -1)
         self.imagined_places.clear()
+        self.drawn_colour = None
         pose = np.asarray(pose, np.float64)
         self.root_wrists = np.stack([pose[w.start:w.start + 3] for w in (LEFT_WRIST, RIGHT_WRIST)])
         if self.source == "true":
@@ -157,13 +174,37 @@ class LocatedContact:
         self.readings.clear()
         self.imagined_readings.clear()
 
-    def _locate(self, frames: np.ndarray, poses: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _locate(self, frames: np.ndarray, poses: np.ndarray, imagined: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, H, W, 3) uint8 frames taken with (N, 57) poses -> the located centres (N, 3)
-        in the episode frame and radii (N,)."""
-        centre, radius = self.locator.locate_text(torch.from_numpy(np.ascontiguousarray(frames)),
-                                                  [self.text] * len(frames))
+        in the episode frame and radii (N,). ``imagined``: frames the world model drew (the
+        drawn colour is looked for there when ``colour="drawn"``)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        if imagined and self.colour == "drawn":
+            if self.drawn_colour is None:
+                raise RuntimeError("colour 'drawn' needs set_drawn_colour after each sync")
+            centre, radius, _ = self.locator(pixels, self.drawn_colour.expand(len(frames), 3))
+        else:
+            centre, radius = self.locator.locate_text(pixels, [self.text] * len(frames))
         poses = torch.as_tensor(poses, dtype=torch.float32)  # (N, 57)
         return from_camera(centre[:, None], poses)[:, 0], radius
+
+    @property
+    def needs_drawn_colour(self) -> bool:
+        """Whether the world model's drawing of the synced frame must be read first
+        (:meth:`set_drawn_colour`)."""
+        return self.colour == "drawn" and self.drawn_colour is None
+
+    @torch.no_grad()
+    def set_drawn_colour(self, frame: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Read the colour the world model draws the object in: ``frame`` (H, W, 3) uint8, its
+        drawing of the synced real frame, taken with the commanded ``pose`` (57,); the median
+        RGB of the 3 x 3 pixels where the place located at the sync projects. Returns it."""
+        if self.centre is None:
+            raise RuntimeError("call sync before set_drawn_colour")
+        rgb = drawn_colour(frame, self.centre, pose, self.locator.config.camera)
+        self.drawn_colour = torch.as_tensor(rgb, dtype=torch.float32)
+        return rgb
 
     @property
     def needs_frames(self) -> bool:
@@ -182,7 +223,7 @@ class LocatedContact:
             if frames is None or len(frames) != len(poses):
                 raise ValueError("the imagined source scores each branch on its own frame: "
                                  "pass frames (K, H, W, 3)")
-            centre, radius = self._locate(frames, poses)  # (K, 3), (K,)
+            centre, radius = self._locate(frames, poses, imagined=True)  # (K, 3), (K,)
             self.imagined_places.append(centre.numpy().astype(np.float64))
             if self.pool == "median":  # one place for every branch
                 reading = torch.cat([centre, radius[:, None]], 1).median(0).values  # (4,)
@@ -239,6 +280,20 @@ class LocatedContact:
         if self.hold_other > 0:
             log_reward = log_reward - self.hold_other * self.other_hand_motion(poses) / scale
         return log_reward if self.log_reward else np.exp(log_reward)
+
+
+def drawn_colour(frame: np.ndarray, centre: torch.Tensor, pose: np.ndarray,
+                 camera: tuple[float, float, float, float]) -> np.ndarray:
+    """(3,) RGB in [0, 1]: the median of the 3 x 3 pixels of ``frame`` (H, W, 3) uint8 where
+    the episode-frame point ``centre`` (3,) is imaged by the pinhole ``camera`` (the locator's
+    normalised intrinsics) that the commanded ``pose`` (57,) puts at the head."""
+    pose_t = torch.as_tensor(np.asarray(pose), dtype=torch.float32)
+    point = to_camera(torch.as_tensor(centre, dtype=torch.float32)[None, None], pose_t)[0]
+    u, v = image_fractions(point, camera)[0].clamp(0.0, 1.0 - 1e-6)
+    height, width = frame.shape[:2]
+    row, col = int(v * height), int(u * width)
+    window = frame[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].reshape(-1, 3)
+    return np.median(window.astype(np.float64), axis=0) / 255.0
 
 
 def true_place(sim: Any) -> tuple[torch.Tensor, float]:

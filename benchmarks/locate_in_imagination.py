@@ -8,7 +8,11 @@ imagines the same episode open loop from its first frame with the expert's poses
 shipped locator looks for the text's colour on
 
 - ``real``: the simulator's frame at step t;
-- ``imagined``: the imagined frame at step t (same poses, nothing real after the first frame).
+- ``imagined``: the imagined frame at step t (same poses, nothing real after the first frame);
+- ``imagined_drawn_colour``: the same frames, the locator asked for the colour the world model
+  draws the object in instead of the text's (``agents.contact.drawn_colour``: read on its
+  drawing of the first frame, at the place the locator finds on the real first frame), as
+  ``dexac agent eval --imagined-colour drawn`` looks for it.
 
 A reference row, ``named_fingertip``: the distance from the fingertip the text names (the
 commanded pose) to the object. A locator that answered with the hand's place would score it,
@@ -81,12 +85,14 @@ def imagine(world, episodes: list[dict], steps: int) -> np.ndarray:
 
 
 def locate_errors(locator, frames: np.ndarray, poses: np.ndarray, truth: np.ndarray,
-                  text: str) -> np.ndarray:
-    """(T,) cm from the located centre of the text's colour to ``truth`` on each frame."""
+                  text: str, rgb: np.ndarray | None = None) -> np.ndarray:
+    """(T,) cm from the located centre of the text's colour (or of ``rgb`` (3,) in [0, 1]) to
+    ``truth`` on each frame."""
     from world_model.keypoint_prior import from_camera
     from world_model.object_locator import colour_of
 
-    colour = torch.tensor([colour_of(text)] * len(frames))
+    colour = torch.tensor(np.array([colour_of(text) if rgb is None else rgb] * len(frames)),
+                          dtype=torch.float32)
     with torch.no_grad():
         centre, _, _ = locator(torch.from_numpy(np.ascontiguousarray(frames)), colour)
     place = from_camera(centre[:, None], torch.from_numpy(poses).float())[:, 0]
@@ -144,8 +150,10 @@ def figure(path: Path, steps: np.ndarray, medians: dict[str, np.ndarray], real: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agents.contact import drawn_colour
     from agents.envs import AgentEnvConfig, make_env
     from dexac_env.defaults import ASSETS_DIR
+    from world_model.keypoint_prior import from_camera
     from world_model.object_locator import load_locator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,13 +204,19 @@ def main(argv: list[str] | None = None) -> int:
                            sampling_steps=args.sampling_steps, cfg_scale=args.cfg_scale,
                            max_episode_steps=steps)
     imagined = imagine(world, [{**e, "poses": e["poses"][: steps + 1]} for e in episodes], steps)
-    errors = {"real": [], "imagined": [], "named_fingertip": []}
+    errors = {"real": [], "imagined": [], "imagined_drawn_colour": [], "named_fingertip": []}
     for e, dream in zip(episodes, imagined, strict=True):
         cut = slice(0, steps + 1)
         errors["real"].append(locate_errors(locator, e["frames"][cut], e["poses"][cut],
                                             e["truth"][cut], e["text"]))
         errors["imagined"].append(locate_errors(locator, dream, e["poses"][cut],
                                                 e["truth"][cut], e["text"]))
+        with torch.no_grad():  # where the locator finds the object on the real first frame
+            centre, _ = locator.locate_text(torch.from_numpy(e["frames"][:1]), [e["text"]])
+        place = from_camera(centre[:, None], torch.from_numpy(e["poses"][:1]).float())[0, 0]
+        rgb = drawn_colour(dream[0], place, e["poses"][0], locator.config.camera)
+        errors["imagined_drawn_colour"].append(locate_errors(
+            locator, dream, e["poses"][cut], e["truth"][cut], e["text"], rgb))
         errors["named_fingertip"].append(
             fingertip_distances(e["poses"][cut], e["truth"][cut], e["text"])
         )

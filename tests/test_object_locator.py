@@ -439,6 +439,8 @@ def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_cur
     real, imagined = result["errors"]["real"], result["errors"]["imagined"]
     assert len(real["median_cm_per_step"]) == len(imagined["median_cm_per_step"]) == 3
     assert real["median_cm_per_step"][0] < 3.0
+    drawn = result["errors"]["imagined_drawn_colour"]["median_cm_per_step"]
+    assert len(drawn) == 3 and np.isfinite(drawn).all()
     assert out.with_suffix(".png").stat().st_size > 10_000
 
     held = tmp_path / "held.json"
@@ -448,3 +450,42 @@ def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_cur
     assert result["hold_pose"]
     real = result["errors"]["real"]["median_cm_per_step"]
     assert real[0] == real[1] == real[2]  # the first frame, repeated: only imagination may drift
+
+
+def test_drawn_colour_is_read_where_the_real_frame_places_the_object():
+    """``colour="drawn"``: the colour is read from the world model's drawing at the place the
+    locator finds on the real frame, and that colour (not the text's) is looked for on the
+    imagined frames. The drawing here is the real frame with the named object painted over in
+    a colour no scene has: the read colour must be the paint, and the locator, asked for it,
+    must find the painted object."""
+    from agents.contact import true_place
+    from dexac_env.sim.env import DexACSimEnv
+    from world_model.keypoint_prior import image_fractions, to_camera
+    from world_model.object_locator import load_locator
+
+    locator = load_locator("dexac_env/assets/object_locator_touch.safetensors")
+    sim = DexACSimEnv(task="touch")  # held-out colours
+    obs, info = sim.reset(seed=1000)
+    frame, pose = obs["image"], obs["proprio"].astype(np.float64)
+    contact, _ = _contact(sim, "imagined", locator, colour="drawn")
+    contact.sync(frame, pose, info["task_description"])
+    assert contact.needs_drawn_colour
+    with pytest.raises(RuntimeError, match="set_drawn_colour"):
+        contact.distance(pose[None], frame[None])
+    true, _ = true_place(sim)
+    camera = to_camera(true[None, None].float(), torch.from_numpy(pose).float())[0]
+    u, v = image_fractions(camera, locator.config.camera)[0].tolist()
+    row, col = int(v * frame.shape[0]), int(u * frame.shape[1])
+    paint = np.array([40, 200, 230], np.uint8)  # a cyan no training or held-out name has
+    drawing = frame.copy()
+    drawing[max(row - 3, 0):row + 4, max(col - 3, 0):col + 4] = paint
+    rgb = contact.set_drawn_colour(drawing, pose)
+    np.testing.assert_allclose(rgb, paint / 255.0, atol=1e-9)
+    assert not contact.needs_drawn_colour
+    centre, _ = contact._locate(drawing[None], pose[None], imagined=True)
+    assert torch.linalg.vector_norm(centre[0] - true) < 0.03  # the painted object is found
+    contact.sync(frame, pose, info["task_description"])  # the next replanning reads afresh
+    assert contact.needs_drawn_colour
+    with pytest.raises(ValueError, match="'drawn' needs the imagined source"):
+        _contact(sim, "pixels", locator, colour="drawn")
+    sim.close()
