@@ -16,7 +16,10 @@ scores in imagination is also
 Per replanning it records each objective's Spearman correlation with the true return, the true
 return and touch of each objective's first choice (the imagined objective's is CEM's
 ``best_seq``), those of the plan the planner carries out (its first action, then the CEM
-mean's), and how far each branch's imagined place is from the true one. The summary averages
+mean's; exactly the actions taken when ``--replan-every`` equals the horizon, as in every run
+of E22, else the plan as it stood before the next replanning cut it short), and how far each
+branch's imagined place is from the true one (the simulator's at the replanning: the object
+stands still until it is touched), averaged over the horizon. The summary averages
 these over replannings; see docs/agents.md "Auditing the objective".
 """
 
