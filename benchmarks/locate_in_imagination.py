@@ -18,6 +18,11 @@ A reference row, ``named_fingertip``: the distance from the fingertip the text n
 commanded pose) to the object. A locator that answered with the hand's place would score it,
 so an imagined error falling with it as the hand arrives is not the object being found.
 
+``--start-step S`` starts imagination at the expert's step S, with the real frames before it as
+the context (as MPC starts from the last real frames): with S ~ 10 the hand is already near the
+object and the imagined steps are those where it moves over it, where E22's audit found the
+planner's ranking lost.
+
 ``--hold-pose`` asks whether the objects stay put when nothing moves: the episode becomes its
 first frame, pose and object place repeated, so the imagined frames are the model's rollout
 with the hand frozen, and any imagined error beyond step 0 is the rollout's own drift.
@@ -72,8 +77,13 @@ def imagine(world, episodes: list[dict], steps: int) -> np.ndarray:
     venv = world_vector_env(world, len(episodes))
     core = venv.core
     count = core.context_pixel_frames
+    contexts = []  # the real frames up to the first, oldest first, padded with the oldest
+    for e in episodes:
+        seen = e.get("context", e["frames"][:1])
+        contexts.append(np.concatenate([np.repeat(seen[:1], max(count - len(seen), 0), 0),
+                                        seen])[-count:])
     core.set_state(state_from_frames(
-        core, [np.stack([e["frames"][0]] * count) for e in episodes],
+        core, contexts,
         np.stack([e["poses"][0] for e in episodes]), [e["text"] for e in episodes],
         seeds=[e["seed"] for e in episodes]))
     frames = [core.frames().copy()]
@@ -175,21 +185,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="noise level each frame's sampling starts at from the last "
                              "context frame (default: the model's sampler.start_sigma, 1 = "
                              "from pure noise; as dexac evaluate's flag)")
+    parser.add_argument("--start-step", type=int, default=0,
+                        help="start imagination at the expert's step S, the real frames before "
+                             "it as context (S ~ 10: the hand already near the object)")
     parser.add_argument("--hold-pose", action="store_true",
                         help="freeze the hand at the first pose: the objects' own drift")
     parser.add_argument("--out", default="benchmarks/results/locate_in_imagination.json")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.steps < 1 or args.sampling_steps < 1:
-        parser.error("--seeds, --steps and --sampling-steps must be >= 1")
+    if args.seeds < 1 or args.steps < 1 or args.sampling_steps < 1 or args.start_step < 0:
+        parser.error("--seeds, --steps and --sampling-steps must be >= 1, --start-step >= 0")
 
     locator = load_locator(args.locator)
+    start = args.start_step
     sim = make_env(AgentEnvConfig(kind="sim", task="touch", color_split=args.color_split,
-                                  max_episode_steps=args.steps))
+                                  max_episode_steps=start + args.steps))
     try:
-        episodes = [expert_episode(sim, seed, args.steps)
+        episodes = [expert_episode(sim, seed, start + args.steps)
                     for seed in range(args.seed_start, args.seed_start + args.seeds)]
     finally:
         sim.close()
+    if min(len(e["frames"]) for e in episodes) <= start + 1:
+        parser.error(f"an expert episode ended before step {start + 1}: lower --start-step")
+    if start:  # the real frames up to the start are the context; imagination runs after it
+        episodes = [e | {"context": e["frames"][:start + 1]}
+                    | {k: e[k][start:] for k in ("frames", "poses", "truth")} for e in episodes]
     steps = min(len(e["frames"]) for e in episodes) - 1
     if args.hold_pose:  # nothing moves: the first frame, pose and place, repeated
         episodes = [e | {k: np.repeat(e[k][:1], steps + 1, 0) for k in ("frames", "poses", "truth")}
@@ -230,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, rows in errors.items()}
     result = {"command": "python " + shlex.join(sys.argv), "checkpoint": args.checkpoint,
               "sampling_steps": args.sampling_steps, "cfg_scale": args.cfg_scale,
-              "hold_pose": args.hold_pose, "context_noise": args.context_noise,
+              "hold_pose": args.hold_pose, "start_step": start,
+              "context_noise": args.context_noise,
               "start_sigma": args.start_sigma,
               "locator": args.locator, "color_split": args.color_split, "seeds": args.seeds,
               "seed_start": args.seed_start,
@@ -240,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     figure(out.with_suffix(".png"), np.arange(steps + 1), medians, episodes[0]["frames"],
            imagined[0], f"{args.checkpoint or 'shipped default'}: {args.seeds} held-out seeds, "
-           f"{args.color_split} colours" + (", the hand frozen" if args.hold_pose else ""),
+           f"{args.color_split} colours" + (", the hand frozen" if args.hold_pose else "")
+           + (f", from the expert's step {start}" if start else ""),
            held=args.hold_pose)
     for name, s in summary.items():
         per = s["median_cm_per_step"]

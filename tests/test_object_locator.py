@@ -443,6 +443,15 @@ def test_locate_in_imagination_starts_from_the_reconstruction_and_writes_its_cur
     assert len(drawn) == 3 and np.isfinite(drawn).all()
     assert out.with_suffix(".png").stat().st_size > 10_000
 
+    # --start-step 1: imagination starts at the expert's step 1; the real frames it is judged
+    # against are the same episode's steps 1-2 (a slice off by one would read other frames)
+    later = tmp_path / "later.json"
+    assert main(["--seeds", "1", "--steps", "1", "--start-step", "1", "--color-split", "train",
+                 "--sampling-steps", "1", "--out", str(later)]) == 0
+    shifted = json.loads(later.read_text())
+    assert shifted["start_step"] == 1
+    assert shifted["errors"]["real"]["median_cm_per_step"] == real["median_cm_per_step"][1:]
+
     held = tmp_path / "held.json"
     assert main(["--seeds", "1", "--steps", "2", "--color-split", "train", "--sampling-steps", "1",
                  "--hold-pose", "--out", str(held)]) == 0
