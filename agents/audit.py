@@ -21,11 +21,16 @@ of E22, else the plan as it stood before the next replanning cut it short), and 
 branch's imagined place is from the true one (the simulator's at the replanning: the object
 stands still until it is touched), averaged over the horizon. The summary averages
 these over replannings; see docs/agents.md "Auditing the objective".
+
+``python -m agents.audit RUN_audit.jsonl [--seed-range FIRST LAST]`` prints the summary of a
+written audit (the figures of docs/experiments.md E22 come from it).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -133,39 +138,83 @@ class ObjectiveAudit:
         return total
 
     def summary(self) -> dict[str, Any]:
-        """Means over replannings (95% half-widths where they are means of per-row figures)."""
-        from agents.evaluate import mean_ci  # noqa: PLC0415
+        """Means over replannings (95% half-widths where they are means of per-row figures),
+        also for each half of the episodes (``by_half``, split at the middle replanning step)
+        and, per bin of the branches' imagined place error, the objectives' mean Spearman
+        (``by_place_error``)."""
+        return summarise(self.rows, [IMAGINED, *self.references])
 
-        rows = self.rows
-        if not rows:
-            return {"replannings": 0}
-        names = [IMAGINED, *self.references]
-        touchable = [r for r in rows if r["any_touch"]]
-        best = np.array([r["true_return"]["max"] for r in rows])
-        average = np.array([r["true_return"]["mean"] for r in rows])
-        out: dict[str, Any] = {
-            "replannings": len(rows), "replannings_with_a_touching_sample": len(touchable),
-            "true_return": {"best_sample": mean_ci(best), "sample_mean": mean_ci(average),
-                            "carried_plan": mean_ci([r["carried"]["true_return"] for r in rows])},
-            "carried_plan_touches_where_a_sample_does": sum(r["carried"]["touch"] for r in touchable),
-            "place_error_cm": {"all_branches": mean_ci([r["place_error_cm"]["mean"] for r in rows]),
-                               "imagined_choice": mean_ci([r["place_error_cm"]["choice"] for r in rows])},
-            "objectives": {},
+
+#: bins (cm) of the branches' mean imagined place error in ``by_place_error``
+PLACE_ERROR_BINS = (0.0, 3.0, 5.0, 8.0, math.inf)
+
+
+def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """:meth:`ObjectiveAudit.summary` of audit ``rows`` (the JSONL's) for objectives ``names``."""
+    out = _summarise(rows, names)
+    if rows:
+        middle = (min(r["step"] for r in rows) + max(r["step"] for r in rows)) / 2
+        out["by_half"] = {
+            "first": _summarise([r for r in rows if r["step"] < middle], names),
+            "second": _summarise([r for r in rows if r["step"] >= middle], names)}
+        error = np.array([r["place_error_cm"]["mean"] for r in rows])
+        out["by_place_error"] = []
+        for lo, hi in zip(PLACE_ERROR_BINS[:-1], PLACE_ERROR_BINS[1:], strict=True):
+            inside = [r for r, e in zip(rows, error, strict=True) if lo <= e < hi]
+            spearman = {n: float(np.nanmean([r[n]["spearman"] for r in inside]))
+                        if inside else math.nan for n in names}
+            out["by_place_error"].append({"cm": [lo, hi if math.isfinite(hi) else None],
+                                          "replannings": len(inside),
+                                          "spearman": spearman})
+    return out
+
+
+def _summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    from agents.evaluate import mean_ci  # noqa: PLC0415
+
+    if not rows:
+        return {"replannings": 0}
+    touchable = [r for r in rows if r["any_touch"]]
+    best = np.array([r["true_return"]["max"] for r in rows])
+    average = np.array([r["true_return"]["mean"] for r in rows])
+    out: dict[str, Any] = {
+        "replannings": len(rows), "replannings_with_a_touching_sample": len(touchable),
+        "true_return": {"best_sample": mean_ci(best), "sample_mean": mean_ci(average),
+                        "carried_plan": mean_ci([r["carried"]["true_return"] for r in rows])},
+        "carried_plan_touches_where_a_sample_does": sum(r["carried"]["touch"] for r in touchable),
+        "place_error_cm": {"all_branches": mean_ci([r["place_error_cm"]["mean"] for r in rows]),
+                           "imagined_choice": mean_ci([r["place_error_cm"]["choice"] for r in rows])},
+        "objectives": {},
+    }
+    imagined_choice = np.array([r[names[0]]["choice_true_return"] for r in rows])
+    carried = np.array([r["carried"]["true_return"] for r in rows])
+    out["carried_minus_choice"] = _paired(carried, imagined_choice)
+    for name in names:
+        rho = [r[name]["spearman"] for r in rows if not math.isnan(r[name]["spearman"])]
+        chosen = np.array([r[name]["choice_true_return"] for r in rows])
+        gain = best - average  # what a perfect ranking gains over a random sample
+        kept = gain > 1e-9
+        out["objectives"][name] = {
+            "spearman": mean_ci(rho) if rho else (math.nan, 0.0),
+            "choice_true_return": mean_ci(chosen),
+            # share of the best sample's lead over the average that the choice keeps
+            "choice_captured": mean_ci((chosen[kept] - average[kept]) / gain[kept])
+            if kept.sum() > 1 else (math.nan, 0.0),
+            "choice_touches_where_a_sample_does": sum(r[name]["choice_touch"] for r in touchable),
         }
-        for name in names:
-            rho = [r[name]["spearman"] for r in rows if not math.isnan(r[name]["spearman"])]
-            chosen = np.array([r[name]["choice_true_return"] for r in rows])
-            gain = best - average  # what a perfect ranking gains over a random sample
-            kept = gain > 1e-9
-            out["objectives"][name] = {
-                "spearman": mean_ci(rho) if rho else (math.nan, 0.0),
-                "choice_true_return": mean_ci(chosen),
-                # share of the best sample's lead over the average that the choice keeps
-                "choice_captured": mean_ci((chosen[kept] - average[kept]) / gain[kept])
-                if kept.sum() > 1 else (math.nan, 0.0),
-                "choice_touches_where_a_sample_does": sum(r[name]["choice_touch"] for r in touchable),
-            }
-        return out
+        if name != names[0]:  # its choice against the imagined objective's, paired per row
+            out["objectives"][name]["choice_minus_imagined_choice"] = _paired(
+                chosen, imagined_choice)
+    return out
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean of a - b and the Wilcoxon signed-rank p (nan when every pair is equal)."""
+    from scipy.stats import wilcoxon  # noqa: PLC0415
+
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) and len(diff) > 1 else math.nan
+    return {"mean": float(diff.mean()), "wilcoxon_p": p}
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -187,7 +236,7 @@ def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
 
     if not rows:
         raise ValueError("no audit rows to plot")
-    names = [k for k, v in rows[0].items() if isinstance(v, dict) and "spearman" in v]
+    names = objective_names(rows)
     fig, (left, right, error) = plt.subplots(1, 3, figsize=(15, 4))
     rhos = [[r[n]["spearman"] for r in rows if not math.isnan(r[n]["spearman"])] for n in names]
     left.boxplot(rhos, showmeans=True)
@@ -225,3 +274,32 @@ def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def objective_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The objectives an audit's rows score (the imagined one first)."""
+    return [k for k, v in rows[0].items() if isinstance(v, dict) and "spearman" in v]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="the summary of a written audit")
+    parser.add_argument("rows", help="RUN_audit.jsonl (dexac agent eval --audit)")
+    parser.add_argument("--seed-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                        help="only the replannings of these episode seeds (inclusive)")
+    args = parser.parse_args(argv)
+    with open(args.rows) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if args.seed_range:
+        first, last = args.seed_range
+        rows = [r for r in rows if first <= r["seed"] <= last]
+    if not rows:
+        print(f"{args.rows} holds no audit rows (in the seed range)", file=sys.stderr)
+        return 1
+    print(json.dumps(summarise(rows, objective_names(rows)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -371,6 +371,8 @@ def _audited_mpc(audit: bool, steps: int = 4):
 
 
 def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_real_one(tmp_path):
+    import json
+
     """The audit watches the planner without moving it (same poses with and without it), and
     the true return it gives the plan the planner carries out is what the real simulator paid
     over that window (a wrong restored state or a wrong reconstruction of the carried plan
@@ -400,6 +402,14 @@ def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_rea
     summary = audited.audit.summary()
     assert summary["replannings"] == 2
     assert set(summary["objectives"]) == {"imagined", "pixels_median", "true_place"}
+    halves = summary["by_half"]  # steps 0 and 2: one replanning in each half
+    assert halves["first"]["replannings"] == halves["second"]["replannings"] == 1
+    assert sum(b["replannings"] for b in summary["by_place_error"]) == 2
+    from agents.audit import main as audit_main
+
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert audit_main([str(tmp_path / "rows.jsonl")]) == 0
+    assert audit_main([str(tmp_path / "rows.jsonl"), "--seed-range", "0", "1"]) == 1  # none
     from agents.audit import plot_audit
 
     plot_audit(rows, tmp_path / "audit.png")
