@@ -10,7 +10,7 @@ scores in imagination is also
 - run in a private simulator restored to the real env's state (:class:`SimBranch`): its true
   return over the horizon and whether it touches;
 - scored by reference objectives that read no imagination: the same contact form with the
-  place read on the real frame (``pixels``: the 27/40 planner's objective) and from the
+  place read on the real frame (``pixels_median``: the 27/40 planner's objective) and from the
   simulator's state (``true_place``, privileged), each with the world scorer's own penalties.
 
 Per replanning it records each objective's Spearman correlation with the true return, the true
