@@ -34,7 +34,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, wilcoxon
 
 from agents.actions import DeltaPose, DeltaPoseState
 from agents.branching import SimBranch, WorldBranch
@@ -189,11 +189,11 @@ def _summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     imagined_choice = np.array([r[names[0]]["choice_true_return"] for r in rows])
     carried = np.array([r["carried"]["true_return"] for r in rows])
     out["carried_minus_choice"] = _paired(carried, imagined_choice)
+    gain = best - average  # what a perfect ranking gains over a random sample
+    kept = gain > 1e-9
     for name in names:
         rho = [r[name]["spearman"] for r in rows if not math.isnan(r[name]["spearman"])]
         chosen = np.array([r[name]["choice_true_return"] for r in rows])
-        gain = best - average  # what a perfect ranking gains over a random sample
-        kept = gain > 1e-9
         out["objectives"][name] = {
             "spearman": mean_ci(rho) if rho else (math.nan, 0.0),
             "choice_true_return": mean_ci(chosen),
@@ -210,8 +210,6 @@ def _summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 
 def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean of a - b and the Wilcoxon signed-rank p (nan when every pair is equal)."""
-    from scipy.stats import wilcoxon  # noqa: PLC0415
-
     diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) and len(diff) > 1 else math.nan
     return {"mean": float(diff.mean()), "wilcoxon_p": p}
