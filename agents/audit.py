@@ -11,7 +11,11 @@ scores in imagination is also
   return over the horizon and whether it touches;
 - scored by reference objectives that read no imagination: the same contact form with the
   place read on the real frame (``pixels_median``: the 27/40 planner's objective) and from the
-  simulator's state (``true_place``, privileged), each with the world scorer's own penalties.
+  simulator's state (``true_place``, privileged), each with the world scorer's own penalties;
+- optionally (``frame_references``) scored by the planner's own objective on the frames the
+  simulator rendered for that sequence (``sim_frames``): imagination made perfect. It
+  separates what the world model costs the ranking from what reading the place on each
+  branch's frames costs by itself (an arm that covers the object hides it in a true frame too).
 
 Per replanning it records each objective's Spearman correlation with the true return, the true
 return and touch of each objective's first choice (the imagined objective's is CEM's
@@ -50,23 +54,35 @@ class ObjectiveAudit:
     world: the planner's :class:`WorldBranch` (an imagined-source contact objective);
     sim: a :class:`SimBranch` with the true reward, the planner's action set and limits;
     references: name -> :class:`agents.contact.LocatedContact` scored on the commanded poses
-    only (sources ``pixels`` or ``true``).
+    only (sources ``pixels`` or ``true``); frame_references: name -> an imagined-source
+    ``LocatedContact`` scored on the simulator's frames of each sequence (``sim`` must keep
+    them: ``SimBranch(keep_frames=True)``).
     """
 
-    def __init__(self, world: WorldBranch, sim: SimBranch, references: dict[str, Any]):
+    def __init__(self, world: WorldBranch, sim: SimBranch, references: dict[str, Any],
+                 frame_references: dict[str, Any] | None = None):
+        frame_references = frame_references or {}
         if world.contact is None or world.contact.source != "imagined":
             raise ValueError("the audit compares an objective read on imagined frames with "
                              "references: use --objective contact --contact-source imagined")
         if IMAGINED in references or any(c.needs_frames for c in references.values()):
             raise ValueError("references score commanded poses only (sources pixels or true)")
+        if IMAGINED in frame_references or set(frame_references) & set(references) \
+                or not all(c.needs_frames for c in frame_references.values()):
+            raise ValueError("frame references read frames (source imagined), under names of "
+                             "their own")
+        if frame_references and not sim.keep_frames:
+            raise ValueError("frame references need the simulator's frames: "
+                             "SimBranch(keep_frames=True)")
         self.world, self.sim, self.references = world, sim, references
+        self.frame_references = frame_references
         self.rows: list[dict[str, Any]] = []
         self._pending: dict[str, Any] | None = None
 
     def reset(self, seed: int) -> None:
         """A new episode (the policy's reset)."""
         self.seed, self.t = seed, 0
-        for contact in self.references.values():
+        for contact in [*self.references.values(), *self.frame_references.values()]:
             contact.reset()
 
     def sync(self, env: Any, frame: np.ndarray, delta: DeltaPoseState, info: dict,
@@ -74,7 +90,7 @@ class ObjectiveAudit:
         """A replanning at the episode's ``step`` from the real env's state."""
         self.t = step
         self.sim.sync(env.unwrapped.get_state(), delta)
-        for contact in self.references.values():
+        for contact in [*self.references.values(), *self.frame_references.values()]:
             contact.sync(frame, delta.pose[0], info["task_description"], env.unwrapped)
         centre, _ = true_place(env.unwrapped)
         self._pending = {"delta": delta, "true_centre": centre.numpy().astype(np.float64),
@@ -105,6 +121,11 @@ class ObjectiveAudit:
                    for name, contact in self.references.items()}
         true = self.sim(sequences)
         touched = self.sim.last_success.copy()
+        frame_places = {}  # name -> (N, H, 3): where each branch's simulator frames put it
+        for name, contact in self.frame_references.items():
+            scores[name] = self._frame_objective(contact, sequences, pending["delta"],
+                                                 self.sim.last_frames)
+            frame_places[name] = np.stack(contact.imagined_places[-horizon:], 1)
         carried = np.concatenate([np.asarray(action, np.float64)[None],
                                   np.clip(mean[:horizon - 1], -1.0, 1.0)])[None]
         carried_return = float(self.sim(carried)[0])
@@ -117,6 +138,9 @@ class ObjectiveAudit:
             "carried": {"true_return": carried_return, "touch": bool(self.sim.last_success[0])},
             "place_error_cm": {"mean": 100 * float(place_error.mean())},
         }
+        for name, at in frame_places.items():
+            error = np.linalg.norm(at - pending["true_centre"], axis=-1).mean(1)  # (N,)
+            row["place_error_cm"][name] = 100 * float(error.mean())
         for name, score in scores.items():
             choice = int(np.argmax(score))
             row[name] = {"spearman": _spearman(score, true), "choice_true_return": float(true[choice]),
@@ -137,12 +161,24 @@ class ObjectiveAudit:
             total += contact(poses) - self.world.penalty(poses)
         return total
 
+    def _frame_objective(self, contact: Any, sequences: np.ndarray, delta: DeltaPoseState,
+                         frames: np.ndarray) -> np.ndarray:
+        """(N, H, A) sequences and their simulator frames (N, H, h, w, 3) -> (N,) the planner's
+        objective read on those frames instead of imagined ones, minus its penalties."""
+        tracker = DeltaPose(len(sequences), self.world.delta.action_set, self.world.delta.limits)
+        tracker.set_state(delta.select([0] * len(sequences)))
+        total = np.zeros(len(sequences))
+        for h in range(sequences.shape[1]):
+            poses = tracker(sequences[:, h])
+            total += contact(poses, frames[:, h]) - self.world.penalty(poses)
+        return total
+
     def summary(self) -> dict[str, Any]:
         """Means over replannings (95% half-widths where they are means of per-row figures),
         also for each half of the episodes (``by_half``, split at the middle replanning step)
         and, per bin of the branches' imagined place error, the objectives' mean Spearman
         (``by_place_error``)."""
-        return summarise(self.rows, [IMAGINED, *self.references])
+        return summarise(self.rows, [IMAGINED, *self.references, *self.frame_references])
 
 
 #: bins (cm) of the branches' mean imagined place error in ``by_place_error``
@@ -186,6 +222,10 @@ def _summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
                            "imagined_choice": mean_ci([r["place_error_cm"]["choice"] for r in rows])},
         "objectives": {},
     }
+    for name in names:  # a frame reference's own branches' place error
+        if name in rows[0]["place_error_cm"]:
+            out["place_error_cm"][f"{name}_branches"] = mean_ci(
+                [r["place_error_cm"][name] for r in rows])
     imagined_choice = np.array([r[names[0]]["choice_true_return"] for r in rows])
     carried = np.array([r["carried"]["true_return"] for r in rows])
     out["carried_minus_choice"] = _paired(carried, imagined_choice)

@@ -213,11 +213,14 @@ class SimBranch:
     reward, e.g. ``"task_head_log:PATH"``) and ``model``, the simulator's frames are encoded
     by the world model and scored by that reward instead, with the same ``view_penalty`` as
     :class:`WorldBranch`: the planner then sees true dynamics through the learned objective,
-    which separates what the objective costs from what imagination costs.
+    which separates what the objective costs from what imagination costs. ``keep_frames``:
+    keep each call's rendered frames in ``last_frames`` (K, horizon, H, W, 3) uint8, what a
+    perfect world model would have drawn (read by :mod:`agents.audit`).
     """
 
     def __init__(self, config: AgentEnvConfig, limits: StepLimits | None = None,
-                 objective: str | None = None, model: Any = None, view_penalty: float = 0.0):
+                 objective: str | None = None, model: Any = None, view_penalty: float = 0.0,
+                 keep_frames: bool = False):
         from dexac_env.sim.env import DexACSimEnv  # noqa: PLC0415
 
         if objective is not None and model is None:
@@ -230,6 +233,8 @@ class SimBranch:
         self.model, self.view_penalty = model, view_penalty
         self.reward_fn = None
         self.last_success = np.zeros(0, dtype=bool)  # per sequence of the last call: touched
+        self.keep_frames = keep_frames
+        self.last_frames: np.ndarray | None = None  # (K, horizon, H, W, 3), with keep_frames
         if objective is not None:
             from dexac_env.rewards import make_reward  # noqa: PLC0415
 
@@ -252,9 +257,11 @@ class SimBranch:
                 obs, reward, _, _, info = self.sim.step(pose)
                 returns[k] += reward
                 self.last_success[k] |= bool(info.get("success", False))
-                if self.reward_fn is not None:
+                if self.reward_fn is not None or self.keep_frames:
                     frames.append(obs["image"])
                     poses.append(pose)
+        if self.keep_frames:
+            self.last_frames = np.stack(frames).reshape(*sequences.shape[:2], *frames[0].shape)
         if self.reward_fn is None:
             return returns
         return self._learned_returns(np.stack(frames), np.stack(poses), sequences.shape[:2], info)

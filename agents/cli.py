@@ -270,7 +270,9 @@ def build_mpc(model: str, args: argparse.Namespace):
 def build_audit(args: argparse.Namespace, scorer):
     """``--audit``: the objective's ranking against the simulator (agents.audit), with two
     references that read no imagination: the place on the real frame (the median of the
-    episode's readings, as the planner of docs/agents.md's 27/40) and the simulator's own."""
+    episode's readings, as the planner of docs/agents.md's 27/40) and the simulator's own; and
+    the planner's objective read on the simulator's frames of each sample (``sim_frames``:
+    imagination made perfect; the text's colour, the planner's pooling and fusion)."""
     from agents.audit import ObjectiveAudit  # noqa: PLC0415
     from agents.branching import SimBranch, WorldBranch  # noqa: PLC0415
 
@@ -285,8 +287,11 @@ def build_audit(args: argparse.Namespace, scorer):
         "true_place": located_contact(argparse.Namespace(**vars(args) | {
             "contact_source": "true", "pool": "branch", "imagined_colour": "text"}), model),
     }
-    sim = SimBranch(_env_config(args, "sim", color_split=args.color_split), scorer.delta.limits)
-    return ObjectiveAudit(scorer, sim, references)
+    frame_references = {"sim_frames": located_contact(argparse.Namespace(**vars(args) | {
+        "imagined_colour": "text"}), model)}
+    sim = SimBranch(_env_config(args, "sim", color_split=args.color_split), scorer.delta.limits,
+                    keep_frames=True)
+    return ObjectiveAudit(scorer, sim, references, frame_references)
 
 
 def located_contact(args: argparse.Namespace, model):

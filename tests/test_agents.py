@@ -202,6 +202,29 @@ def test_mpc_acts_in_the_simulator_planning_in_either_model(kind, world_model):
     assert planner.last_returns is not None and planner.last_returns.shape == (4,)
 
 
+def test_sim_branch_keeps_the_frames_each_sequence_renders():
+    """With keep_frames, the branch's frames of a sequence are the frames the real env shows
+    after each of its actions, from the same state (one step late or early would differ)."""
+    from agents.branching import SimBranch
+
+    wrapped = make_env(config("sim", task="touch"))
+    wrapped.reset(seed=7)
+    env, root_delta = wrapped.unwrapped, wrapped.delta.get_state()
+    branch = SimBranch(config("sim", task="touch"), keep_frames=True)
+    branch.sync(env.get_state(), root_delta)
+    sequences = np.random.default_rng(0).uniform(-1, 1, (2, 3, branch.delta.dim))
+    branch(sequences)
+    assert branch.last_frames.shape[:2] == (2, 3) and branch.last_frames.dtype == np.uint8
+    root, delta = env.get_state(), DeltaPose(1, branch.delta.action_set)
+    for k in (1, 0):
+        env.set_state(root)
+        delta.set_state(root_delta)
+        frames = [env.step(delta(a[None])[0].astype(np.float32))[0]["image"] for a in sequences[k]]
+        np.testing.assert_array_equal(branch.last_frames[k], np.stack(frames))
+    assert not np.array_equal(branch.last_frames[0, 0], branch.last_frames[0, 2])  # it moves
+    assert SimBranch(config("sim", task="touch")).last_frames is None  # off by default
+
+
 def test_named_hand_only_never_moves_the_hand_the_text_does_not_name():
     """The planner holds the unnamed hand's dims at 0 in every sampled sequence, so the
     simulator's unnamed wrist stays where the reset put it while the named hand plans."""
@@ -401,7 +424,11 @@ def test_objective_audit_changes_no_action_and_its_simulator_agrees_with_the_rea
         assert -1.0 <= row["imagined"]["spearman"] <= 1.0 or np.isnan(row["imagined"]["spearman"])
     summary = audited.audit.summary()
     assert summary["replannings"] == 2
-    assert set(summary["objectives"]) == {"imagined", "pixels_median", "true_place"}
+    assert set(summary["objectives"]) == {"imagined", "pixels_median", "true_place", "sim_frames"}
+    # the planner's objective on the simulator's frames: the locator reads the true frames
+    # about as well as the real one (~1 cm with the hands away from the object, E13)
+    assert all(r["place_error_cm"]["sim_frames"] < 3.0 for r in rows)
+    assert summary["place_error_cm"]["sim_frames_branches"][0] < 3.0
     halves = summary["by_half"]  # steps 0 and 2: one replanning in each half
     assert halves["first"]["replannings"] == halves["second"]["replannings"] == 1
     assert sum(b["replannings"] for b in summary["by_place_error"]) == 2
