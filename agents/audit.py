@@ -278,7 +278,7 @@ def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
     fig, (left, right, error) = plt.subplots(1, 3, figsize=(15, 4))
     rhos = [[r[n]["spearman"] for r in rows if not math.isnan(r[n]["spearman"])] for n in names]
     left.boxplot(rhos, showmeans=True)
-    left.set_xticks(range(1, len(names) + 1), names)
+    left.set_xticks(range(1, len(names) + 1), names, rotation=20)
     left.axhline(0.0, color="grey", lw=0.8)
     left.set_ylabel("Spearman with the simulator's return")
     left.set_title(f"ranking of each replanning's samples ({len(rows)} replannings)")
@@ -287,6 +287,7 @@ def plot_audit(rows: list[dict[str, Any]], path: Any) -> None:
     counts = [sum(r[n]["choice_touch"] for r in touchable) for n in names]
     counts.append(sum(r["carried"]["touch"] for r in touchable))
     right.bar(labels, counts, color=["C0"] * len(names) + ["C1"])
+    right.tick_params(axis="x", labelrotation=20)
     right.axhline(len(touchable), color="grey", ls="--", lw=0.8, label="a sample touches")
     right.set_ylabel("replannings")
     right.set_title("first choice touches, where some sample does")
