@@ -7,7 +7,7 @@ import pytest
 
 from dexac_env.actions import ACTION_DIM, KEYPOINT_NAMES, RIGHT_FINGERS
 from dexac_env.sim.env import DexACSimEnv
-from dexac_env.sim.experts import PlayPolicy, ScriptedExpert
+from dexac_env.sim.experts import HoverPolicy, PlayPolicy, ScriptedExpert
 from dexac_env.sim.hand import default_geometry, forward_kinematics, solve_ik
 from dexac_env.sim.tasks import TASK_NAMES
 
@@ -338,3 +338,34 @@ def test_one_hand_play_holds_the_still_hand(still):
     assert moved[other] > 0.08, moved
     with pytest.raises(ValueError):
         PlayPolicy(env, np.random.default_rng(0), still="both")
+
+
+def test_hover_policy_moves_the_named_fingertip_around_the_object_not_onto_it():
+    """HoverPolicy keeps the named fingertip near the named object (within 12 cm of its centre
+    after the reach) but, unlike the touch expert, which settles on the object's top, keeps it
+    moving among points around it (the spread of its positions over the last 18 steps)."""
+    from dexac_env.actions import FINGER_NAMES, points_in_frame
+
+    spread = {}
+    for name, cls in (("expert", ScriptedExpert), ("hover", HoverPolicy)):
+        env = _make("touch", resolution=24)
+        env.reset(seed=2)
+        spec = env.task_spec
+        tip = KEYPOINT_NAMES.index(f"{spec.hand}_{FINGER_NAMES[spec.finger]}_tip")
+        policy = cls(env, np.random.default_rng(2))
+        tips = []
+        for t in range(30):
+            _, _, _, _, info = env.step(policy.act())
+            centre = points_in_frame(env.physics.object_poses()[spec.target][None, :3],
+                                     env.reference_pose)[0]
+            if t >= 12:
+                tips.append(info["keypoints_3d"][tip])
+                assert np.linalg.norm(tips[-1] - centre) < 0.12, (name, t)
+        env.close()
+        spread[name] = float(np.linalg.norm(np.std(tips, axis=0)))
+    assert spread["expert"] < 0.015 and spread["hover"] > 0.02, spread  # 0.5 and 3.0 cm here
+    push = _make("push", resolution=24)
+    push.reset(seed=0)
+    with pytest.raises(ValueError, match="touch"):
+        HoverPolicy(push, np.random.default_rng(0))
+    push.close()

@@ -233,3 +233,18 @@ def test_one_hand_play_marks_play_episodes_and_keeps_every_other_draw():
     assert {m.still_hand for m in marked if m.mode == "play"} == {"left", "right"}
     with pytest.raises(ValueError):
         GenerateConfig(out="unused", one_hand_play=1.5)
+
+
+def test_hover_fraction_turns_only_touch_expert_episodes_and_keeps_every_other_draw():
+    """Hover episodes replace touch expert episodes only; the split, seeds and the other
+    episodes' modes do not move (a store generated without it keeps every plan)."""
+    plain = GenerateConfig(out="unused", episodes=100, seed=0)
+    hover = GenerateConfig(out="unused", episodes=100, seed=0, hover_fraction=1.0)
+    for i in range(100):
+        p, h = plan_episode(plain, i), plan_episode(hover, i)
+        assert (p.split, p.env_seed, p.policy_seed, p.task) == (h.split, h.env_seed, h.policy_seed, h.task)
+        turned = p.mode == "expert" and p.task == "touch"
+        assert h.mode == ("hover" if turned else p.mode)
+    assert any(plan_episode(hover, i).mode == "hover" for i in range(100))
+    with pytest.raises(ValueError):
+        GenerateConfig(out="unused", hover_fraction=-0.1)

@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of the play episodes in which one hand (left or right at random) holds its "
         "resting pose while the other plays",
     )
+    gen.add_argument(
+        "--hover-fraction", type=float, default=0.0,
+        help="share of the touch tasks' expert episodes in which the named hand hovers around "
+        "the named object, as a planner's samples do (HoverPolicy)",
+    )
     gen.add_argument("--val-fraction", type=float, default=0.1, help="share of val episodes")
     gen.add_argument(
         "--test-fraction", type=float, default=0.1,

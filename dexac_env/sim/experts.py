@@ -382,3 +382,34 @@ class PlayPolicy(_Controller):
             ) * rng.uniform(0.6, 1.0, (5, 3))
         if self.t % 8 == 0:
             self.focus = HEAD_REST_LOOKAT + rng.normal(0.0, [0.12, 0.08, 0.0])
+
+
+class HoverPolicy(ScriptedExpert):
+    """Touch as a planner's samples move the hand (docs/experiments.md E23): the touch expert's
+    named hand and finger, posture and approach, but its fingertip goal is moved every 2-5
+    steps to a random point around the named object's top (``spread`` m sideways, 1 cm below
+    to 6 cm above), so the hand hovers over, sweeps across and now and then lands on or shoves
+    the object, as CEM's samples near the object do. The task experts bring the hand down on
+    the object once; a world model trained only on them erases the object under a hand that
+    moves otherwise (E22's audit: the imagined place 7 cm off where the simulator's frames read
+    2.4 cm, E23). The other hand idles, as the expert's does."""
+
+    def __init__(self, env: DexACSimEnv, rng: np.random.Generator, spread: float = 0.03):
+        super().__init__(env, rng)
+        if self.spec.task != "touch":
+            raise ValueError(f"HoverPolicy moves a touch task's hand, got task {self.spec.task!r}")
+        if spread < 0:
+            raise ValueError(f"spread must be >= 0, got {spread}")
+        self.spread = spread
+        self.next_change = 0
+        self.offset = np.zeros(3)
+
+    def plan(self) -> None:
+        if self.t >= self.next_change:
+            self.next_change = self.t + int(self.rng.integers(3, 7))
+            side = self.rng.normal(0.0, self.spread, 2)
+            self.offset = np.array([side[0], side[1], self.rng.uniform(-0.01, 0.06)])
+        self.phase[self.spec.hand] = 1  # no fixed hover 5 cm above: the offsets give the heights
+        self._plan_touch()
+        hand = self.hands[self.spec.hand]
+        hand.goal_pos = hand.goal_pos + self.offset

@@ -54,6 +54,9 @@ class GenerateConfig:
     one_hand_play: float = 0.0
     """Fraction of the play episodes in which one hand (left or right, at random) holds its
     resting pose while the other plays (``PlayPolicy(still=...)``)."""
+    hover_fraction: float = 0.0
+    """Fraction of the touch tasks' expert episodes whose named hand hovers around the named
+    object instead (``HoverPolicy``: planner-like motion near the object, E23)."""
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     train_colors: str = "train"
@@ -74,6 +77,7 @@ class GenerateConfig:
             not 0 <= self.val_fraction + self.test_fraction < 1
             or not 0 <= self.play_fraction <= 1
             or not 0 <= self.one_hand_play <= 1
+            or not 0 <= self.hover_fraction <= 1
         ):
             raise ValueError("fractions must lie in [0, 1] with val + test < 1")
         if self.train_colors not in ("train", "hues"):
@@ -86,7 +90,7 @@ class EpisodePlan:
     name: str
     task: str
     split: str
-    mode: str  # "expert" or "play"
+    mode: str  # "expert", "play" or "hover" (touch only)
     env_seed: int
     policy_seed: int
     color_split: str  # the simulator's colour split: "test", or GenerateConfig.train_colors
@@ -113,6 +117,10 @@ def plan_episode(config: GenerateConfig, index: int) -> EpisodePlan:
     # one-hand play keeps every plan it had
     if mode == "play" and config.one_hand_play > 0 and rng.random() < config.one_hand_play:
         still_hand = HAND_SIDES[int(rng.integers(2))]
+    # drawn last, and only when asked for, for the same reason
+    if mode == "expert" and task == "touch" and config.hover_fraction > 0 \
+            and rng.random() < config.hover_fraction:
+        mode = "hover"
     return EpisodePlan(
         index,
         EPISODE_NAME.format(index=index, task=task),
@@ -132,7 +140,7 @@ _ENVS: dict[tuple, Any] = {}  # per worker process: one env per (task, resolutio
 def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) -> dict[str, Any]:
     """Run one episode in the simulator; returns the arrays and attributes to store."""
     from dexac_env.sim.env import DexACSimEnv
-    from dexac_env.sim.experts import PlayPolicy, ScriptedExpert
+    from dexac_env.sim.experts import HoverPolicy, PlayPolicy, ScriptedExpert
 
     color_split = plan.color_split
     key = (plan.task, resolution, fps, color_split)
@@ -144,7 +152,9 @@ def render_episode(plan: EpisodePlan, resolution: int, fps: int, frames: int) ->
     obs, info = env.reset(seed=plan.env_seed)
     rng = np.random.default_rng(plan.policy_seed)
     policy = (
-        ScriptedExpert(env, rng) if plan.mode == "expert" else PlayPolicy(env, rng, plan.still_hand)
+        ScriptedExpert(env, rng) if plan.mode == "expert"
+        else HoverPolicy(env, rng) if plan.mode == "hover"
+        else PlayPolicy(env, rng, plan.still_hand)
     )
     record: dict[str, list] = {
         k: []
@@ -326,6 +336,7 @@ def generate(config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "frames_per_second": round(len(todo) * config.frames / max(elapsed, 1e-9), 2),
         "splits": {s: sum(p.split == s for p in plans) for s in ("train", "val", "test")},
+        "modes": {m: sum(p.mode == m for p in plans) for m in ("expert", "play", "hover")},
         "expert_success": {t: round(float(np.mean(v)), 3) for t, v in sorted(successes.items())},
         "action_variance": family_variance(stats.std),
     }
