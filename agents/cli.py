@@ -142,7 +142,8 @@ def register(subparsers) -> None:
     ev.add_argument("--audit", action="store_true",
                     help="mpc_world, contact objective read on imagined frames: at every "
                          "replanning also run each sample in a cloned simulator and score it with "
-                         "references that read no imagination (agents.audit); writes "
+                         "references that read no imagination and with the planner's objective "
+                         "on the simulator's frames of that sample (agents.audit); writes "
                          "OUT_audit.jsonl and OUT_audit.png and an 'audit' summary per policy")
     ev.add_argument("--out", default="benchmarks/results/agents.json",
                     help="JSON; the .md table next to it")
