@@ -386,7 +386,7 @@ class PlayPolicy(_Controller):
 
 class HoverPolicy(ScriptedExpert):
     """Touch as a planner's samples move the hand (docs/experiments.md E23): the touch expert's
-    named hand and finger, posture and approach, but its fingertip goal is moved every 2-5
+    named hand and finger, posture and approach, but its fingertip goal is moved every 3-6
     steps to a random point around the named object's top (``spread`` m sideways, 1 cm below
     to 6 cm above), so the hand hovers over, sweeps across and now and then lands on or shoves
     the object, as CEM's samples near the object do. The task experts bring the hand down on
