@@ -390,9 +390,9 @@ class HoverPolicy(ScriptedExpert):
     steps to a random point around the named object's top (``spread`` m sideways, 1 cm below
     to 6 cm above), so the hand hovers over, sweeps across and now and then lands on or shoves
     the object, as CEM's samples near the object do. The task experts bring the hand down on
-    the object once; a world model trained only on them erases the object under a hand that
-    moves otherwise (E22's audit: the imagined place 7 cm off where the simulator's frames read
-    2.4 cm, E23). The other hand idles, as the expert's does."""
+    the object once, and the world model trained on them erases the object under a hand that
+    moves as the planner's samples do (the imagined place 7 cm off where the simulator's frames
+    read 2.4 cm, E23); this is data of that motion. The other hand idles, as the expert's does."""
 
     def __init__(self, env: DexACSimEnv, rng: np.random.Generator, spread: float = 0.03):
         super().__init__(env, rng)
