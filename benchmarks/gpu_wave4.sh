@@ -22,9 +22,12 @@ PY=${PY:-python3}
 DEADLINE_S=${DEADLINE_S:-520}
 TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-320}
 CALIB_STEPS=${CALIB_STEPS:-30}  # the median is taken after 10 warm-up steps: 20 or more
-CONFIG=configs/wm/keypoints/hues_p1_gpu.yaml
+# the model trained (another config: CONFIG=configs/wm/keypoints/hues_hover_gpu.yaml
+# RUN=runs/wm_hues_hover_gpu NAME=dexac_hues_hover_gpu, E23's hover data at GPU length)
+CONFIG=${CONFIG:-configs/wm/keypoints/hues_p1_gpu.yaml}
 TRAIN_ARGS=${TRAIN_ARGS:-}  # more --set overrides for both runs (a CPU dry run: a small batch)
 RUN=${RUN:-runs/wm_hues_p1_gpu}
+NAME=${NAME:-dexac_hues_p1_gpu}  # the export's file name in OUT, without .safetensors
 mkdir -p "$OUT" "$W"
 # shellcheck source=benchmarks/gpu_common.sh
 . "$(dirname "$0")/gpu_common.sh"
@@ -65,15 +68,15 @@ timeout "$(left 90)" "${TRAIN[@]}" --set trainer.steps="$STEPS" --set trainer.ch
   || log "train: exit $? (export takes the newest checkpoint)"
 tail -5 "$W/train.log" >> "$OUT/log.txt"
 $PY training/export.py "$RUN" --compact --storage int8 --sampler-steps 2 \
-  --output "$OUT/dexac_hues_p1_gpu.safetensors" >> "$W/export.log" 2>&1 || log "export failed"
+  --output "$OUT/$NAME.safetensors" >> "$W/export.log" 2>&1 || log "export failed"
 cp "$RUN/metrics.jsonl" "$RUN/summary.json" "$W/" 2>/dev/null
 fi
 
-if [[ $PARTS == *bench* && -f $OUT/dexac_hues_p1_gpu.safetensors && $(left 15) -gt 30 ]]; then
-log "2. env steps/s of the patch-1 model on the GPU ($(left 15) s)"
+if [[ $PARTS == *bench* && -f $OUT/$NAME.safetensors && $(left 15) -gt 30 ]]; then
+log "2. env steps/s of $NAME on the GPU ($(left 15) s)"
 # fp32 rows in fp32: the TF32 switch was for training (wave 4's own bench ran with it left on)
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
-gpu_bench "$(left 15)" "env_gpu_p1.json" --checkpoint "$OUT/dexac_hues_p1_gpu.safetensors" \
+gpu_bench "$(left 15)" "env_gpu_$NAME.json" --checkpoint "$OUT/$NAME.safetensors" \
   --sizes 1 16 256 --loop-max 16 --steps 10 --modes fp32 bf16+graphs
 fi
 (cd "$W" && tar czf "$OUT/wave4_logs.tar.gz" --ignore-failed-read ./*.log nvidia_smi.txt \
