@@ -248,3 +248,23 @@ def test_hover_fraction_turns_only_touch_expert_episodes_and_keeps_every_other_d
     assert any(plan_episode(hover, i).mode == "hover" for i in range(100))
     with pytest.raises(ValueError):
         GenerateConfig(out="unused", hover_fraction=-0.1)
+
+
+def test_a_generated_hover_store_records_its_mode_and_differs_from_the_expert(tmp_path):
+    """generate() renders hover episodes with HoverPolicy: the same scenes as the expert's
+    (the first frame), other motion after it, the mode in the attributes and the summary."""
+    from dexac_env.replay.store import EpisodeStore
+
+    kwargs = {"tasks": ("touch",), "episodes": 2, "test_fraction": 0.0, "val_fraction": 0.0,
+              "play_fraction": 0.0, "frames": 8}
+    generate(_config(tmp_path / "expert.zarr", **kwargs), progress=False)
+    summary = generate(_config(tmp_path / "hover.zarr", hover_fraction=1.0, **kwargs),
+                       progress=False)
+    assert summary["modes"] == {"expert": 0, "play": 0, "hover": 2}
+    expert, hover = EpisodeStore.open(tmp_path / "expert.zarr"), EpisodeStore.open(tmp_path / "hover.zarr")
+    for episode in hover.episodes():
+        twin = expert.episode(episode.name)
+        assert episode.attrs["mode"] == "hover" and twin.attrs["mode"] == "expert"
+        rgb, twin_rgb = episode.read("rgb"), twin.read("rgb")
+        np.testing.assert_array_equal(rgb[0], twin_rgb[0])
+        assert not np.array_equal(rgb[-1], twin_rgb[-1])
