@@ -117,20 +117,20 @@ class ObjectiveAudit:
         sequences = np.concatenate(pending["sequences"])  # (N, H, A), every CEM iteration
         horizon = sequences.shape[1]
         scores = {IMAGINED: np.concatenate(pending["imagined"])}
-        scores |= {name: self._pose_objective(contact, sequences, pending["delta"])
+        scores |= {name: self._objective(contact, sequences, pending["delta"])
                    for name, contact in self.references.items()}
         true = self.sim(sequences)
         touched = self.sim.last_success.copy()
         frame_places = {}  # name -> (N, H, 3): where each branch's simulator frames put it
         for name, contact in self.frame_references.items():
-            scores[name] = self._frame_objective(contact, sequences, pending["delta"],
-                                                 self.sim.last_frames)
+            scores[name] = self._objective(contact, sequences, pending["delta"],
+                                           self.sim.last_frames)
             frame_places[name] = np.stack(contact.imagined_places[-horizon:], 1)
         carried = np.concatenate([np.asarray(action, np.float64)[None],
                                   np.clip(mean[:horizon - 1], -1.0, 1.0)])[None]
         carried_return = float(self.sim(carried)[0])
         places = np.concatenate(pending["places"])  # (N, H, 3)
-        place_error = np.linalg.norm(places - pending["true_centre"], axis=-1).mean(1)  # (N,)
+        place_error = _place_error(places, pending["true_centre"])
         row: dict[str, Any] = {
             "seed": self.seed, "step": self.t, "samples": len(sequences),
             "true_return": {"mean": float(true.mean()), "max": float(true.max())},
@@ -139,8 +139,7 @@ class ObjectiveAudit:
             "place_error_cm": {"mean": 100 * float(place_error.mean())},
         }
         for name, at in frame_places.items():
-            error = np.linalg.norm(at - pending["true_centre"], axis=-1).mean(1)  # (N,)
-            row["place_error_cm"][name] = 100 * float(error.mean())
+            row["place_error_cm"][name] = 100 * float(_place_error(at, pending["true_centre"]).mean())
         for name, score in scores.items():
             choice = int(np.argmax(score))
             row[name] = {"spearman": _spearman(score, true), "choice_true_return": float(true[choice]),
@@ -149,28 +148,19 @@ class ObjectiveAudit:
         self.rows.append(row)
         return row
 
-    def _pose_objective(self, contact: Any, sequences: np.ndarray,
-                        delta: DeltaPoseState) -> np.ndarray:
+    def _objective(self, contact: Any, sequences: np.ndarray, delta: DeltaPoseState,
+                   frames: np.ndarray | None = None) -> np.ndarray:
         """(N, H, A) -> (N,) a reference objective: the contact reward of each step's commanded
-        pose minus the world scorer's penalties, summed over the horizon."""
+        pose minus the world scorer's penalties, summed over the horizon; with ``frames``
+        (N, H, h, w, 3), the simulator's frames of the sequences, read on them (a frame
+        reference)."""
         tracker = DeltaPose(len(sequences), self.world.delta.action_set, self.world.delta.limits)
         tracker.set_state(delta.select([0] * len(sequences)))
         total = np.zeros(len(sequences))
         for h in range(sequences.shape[1]):
             poses = tracker(sequences[:, h])
-            total += contact(poses) - self.world.penalty(poses)
-        return total
-
-    def _frame_objective(self, contact: Any, sequences: np.ndarray, delta: DeltaPoseState,
-                         frames: np.ndarray) -> np.ndarray:
-        """(N, H, A) sequences and their simulator frames (N, H, h, w, 3) -> (N,) the planner's
-        objective read on those frames instead of imagined ones, minus its penalties."""
-        tracker = DeltaPose(len(sequences), self.world.delta.action_set, self.world.delta.limits)
-        tracker.set_state(delta.select([0] * len(sequences)))
-        total = np.zeros(len(sequences))
-        for h in range(sequences.shape[1]):
-            poses = tracker(sequences[:, h])
-            total += contact(poses, frames[:, h]) - self.world.penalty(poses)
+            total += contact(poses, None if frames is None else frames[:, h]) \
+                - self.world.penalty(poses)
         return total
 
     def summary(self) -> dict[str, Any]:
@@ -246,6 +236,12 @@ def _summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             out["objectives"][name]["choice_minus_imagined_choice"] = _paired(
                 chosen, imagined_choice)
     return out
+
+
+def _place_error(places: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """(N, H, 3) each branch's places over the horizon -> (N,) their mean distance (m) to the
+    true ``centre`` (3,)."""
+    return np.linalg.norm(places - centre, axis=-1).mean(1)
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
