@@ -26,7 +26,7 @@ CALIB_STEPS=${CALIB_STEPS:-30}  # the median is taken after 10 warm-up steps: 20
 # RUN=runs/wm_hues_hover_gpu NAME=dexac_hues_hover_gpu, E23's hover data at GPU length)
 CONFIG=${CONFIG:-configs/wm/keypoints/hues_p1_gpu.yaml}
 TRAIN_ARGS=${TRAIN_ARGS:-}  # more --set overrides for both runs (a CPU dry run: a small batch)
-RUN=${RUN:-runs/wm_hues_p1_gpu}
+RUN=${RUN:-runs/wm_hues_p1_gpu}  # the run folder the training writes and the export reads
 NAME=${NAME:-dexac_hues_p1_gpu}  # the export's file name in OUT, without .safetensors
 mkdir -p "$OUT" "$W"
 # shellcheck source=benchmarks/gpu_common.sh
@@ -64,7 +64,7 @@ EOF
 log "1b. $STEPS steps in ${BUDGET} s (calibration: a median $STEP_S s per step)"
 # leave 90 s for the export and the logs
 timeout "$(left 90)" "${TRAIN[@]}" --set trainer.steps="$STEPS" --set trainer.checkpoint_every=250 \
-  > "$W/train.log" 2>&1 \
+  --set trainer.out_dir="$RUN" > "$W/train.log" 2>&1 \
   || log "train: exit $? (export takes the newest checkpoint)"
 tail -5 "$W/train.log" >> "$OUT/log.txt"
 $PY training/export.py "$RUN" --compact --storage int8 --sampler-steps 2 \
