@@ -43,6 +43,15 @@ def register(subparsers) -> None:
         default=None,
         help="row name per checkpoint (default: the model's conditioning variant)",
     )
+    p.add_argument(
+        "--precision",
+        action="append",
+        default=None,
+        choices=("fp32", "bf16"),
+        help="inference precision per checkpoint, one for all or one per --checkpoint "
+        "(default fp32); bf16 autocasts the sampler and decoder (WorldModel.set_inference). "
+        "The same file twice with fp32 and bf16 scores bf16 against fp32 in one table",
+    )
     p.add_argument("--store", default="data/sim.zarr", help="episode store with keypoints")
     p.add_argument("--split", default="test")
     p.add_argument("--frames", type=int, default=16, help="predicted frames per episode")
@@ -178,6 +187,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"give one --label per --checkpoint ({len(args.checkpoint)}), got {len(args.label)}"
         )
+    precision = getattr(args, "precision", None)
+    if precision is not None and len(precision) not in (1, len(args.checkpoint)):
+        raise ValueError(
+            f"give one --precision for all checkpoints or one per --checkpoint "
+            f"({len(args.checkpoint)}), got {len(precision)}"
+        )
     for path in [*args.checkpoint, args.detector]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no such file: {path}")
@@ -196,6 +211,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["dexac", "evaluate"]
     for i, path in enumerate(args.checkpoint):
         parts += ["--checkpoint", path] + (["--label", args.label[i]] if args.label else [])
+    for precision in getattr(args, "precision", None) or []:
+        parts += ["--precision", precision]
     for flag in (
         "store",
         "split",
@@ -236,6 +253,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results, models = [], []
     for i, path in enumerate(args.checkpoint):
         model = with_sampler(WorldModel.from_pretrained(path).eval(), args)
+        model.set_inference(precision_of(args, i))
         context = model.config.context_frames
         episodes = load_episodes(
             store, args.split, context + args.frames, detector.config.num_points
@@ -257,7 +275,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             rollout_options(args),
             label=label,
         )
-        results.append({"label": label, "checkpoint": path, **result})
+        results.append(
+            {"label": label, "checkpoint": path, "precision": model.precision, **result}
+        )
         models.append((label, model, episodes))
     report = {
         "command": command_line(args),
@@ -269,6 +289,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report, models = _merge(report, models, args)
     write_outputs(report, models, detector, args)
     return 0
+
+
+def precision_of(args: argparse.Namespace, index: int) -> str:
+    """The ``--precision`` of the ``index``-th checkpoint: its own, the one given for all, or
+    fp32 when none is given."""
+    precision = getattr(args, "precision", None)
+    if not precision:
+        return "fp32"
+    return precision[index] if len(precision) > 1 else precision[0]
 
 
 def rollout_options(args: argparse.Namespace):

@@ -311,12 +311,15 @@ def test_dexac_evaluate_writes_tables_plots_and_json(tmp_path):
             "--out",
             str(out),
             "--analysis",
+            "--precision",
+            "bf16",
         ]
     )
     assert code == 0
     report = json.loads(out.read_text())
     result = report["results"][0]
     assert result["episodes"] == 2 and result["label"] == "dexac"
+    assert result["precision"] == "bf16" and "--precision bf16" in report["command"]
     assert set(result["methods"]) >= {
         "true",
         "frozen",
@@ -441,6 +444,32 @@ def test_cfg_scale_and_context_noise_options_reach_the_sampler():
         **vars(args),
     )
     assert "--cfg-scale 2.0 --context-noise 0.1" in command_line(full)
+
+
+def test_precision_is_one_for_all_or_one_per_checkpoint(tmp_path):
+    from evaluation.cli import _check_args, command_line, precision_of
+
+    files = [tmp_path / "a.safetensors", tmp_path / "d.safetensors"]
+    for f in files:
+        f.write_bytes(b"")
+    args = SimpleNamespace(
+        checkpoint=[str(files[0])] * 3, label=None, frames=16, detector=str(files[1]),
+        precision=["fp32", "bf16"],
+    )
+    with pytest.raises(ValueError, match="one --precision for all"):
+        _check_args(args)
+    args.precision = ["fp32", "bf16", "bf16"]
+    _check_args(args)
+    assert [precision_of(args, i) for i in range(3)] == ["fp32", "bf16", "bf16"]
+    args.precision = ["bf16"]
+    assert [precision_of(args, i) for i in range(3)] == ["bf16"] * 3
+    args.precision = None
+    assert precision_of(args, 2) == "fp32"
+    args.precision = ["fp32", "bf16", "bf16"]
+    for name in ("store", "split", "limit", "merge", "seed", "out", "num_steps",
+                 "frames_per_call", "cfg_scale", "context_noise", "start_sigma"):
+        setattr(args, name, None)
+    assert "--precision fp32 --precision bf16 --precision bf16" in command_line(args)
 
 
 def test_still_hand_is_read_from_the_store_or_from_the_true_motion():
