@@ -13,11 +13,12 @@ measured in the same run. Several ``--sampling-steps`` are measured side by side
 student of the same architecture costs what its teacher costs at the student's step count);
 ``--compile`` measures every row again with the network compiled (``torch.compile``), after
 the eager rows, in the same run.
-On a GPU (``--device cuda``) ``--modes`` measures the inference modes of
-``WorldModel.set_inference`` side by side: ``fp32``, ``bf16`` (autocast) and either with
-``+graphs`` (each sampler call replayed as a CUDA graph), each against the matmul rate of its
-own dtype measured in the same run; ``--loop-max`` caps the loop-of-single-envs comparison
-(256 single envs take long to build). The JSON is rewritten after every row, so a run stopped
+``--modes`` measures the inference modes of ``WorldModel.set_inference`` side by side:
+``fp32`` and ``bf16`` (autocast; on a CPU with AMX its matmuls run 3-7x fp32's) and, on a GPU
+(``--device cuda``), either with ``+graphs`` (each sampler call replayed as a CUDA graph),
+each against the matmul rate of its own dtype, measured right before and after the row's
+batched steps (a shared CPU drifts within minutes); ``--loop-max`` caps the
+loop-of-single-envs comparison (256 single envs take long to build). The JSON is rewritten after every row, so a run stopped
 by a time limit keeps what it measured. ``--text-features`` reads the task texts' sentence
 embeddings from a file written here by ``--save-text-features`` (for a machine without the
 text encoder's weights: the embeddings are computed once per text at reset, never in a step).
@@ -26,6 +27,8 @@ architecture and cost; the JSON says which). Never part of the tests.
 
     python -m benchmarks.bench_env --device cuda --sizes 1 16 256 --loop-max 16 \
         --modes fp32 bf16 fp32+graphs bf16+graphs --out benchmarks/results/gpu/env_gpu.json
+    python -m benchmarks.bench_env --sizes 1 16 --modes fp32 bf16 --compile \
+        --out benchmarks/results/env_cpu_bf16.json
 """
 
 from __future__ import annotations
@@ -116,7 +119,8 @@ def mode_kwargs(mode: str, device: str) -> dict:
 
 def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=False, flops=None,
                   env_kwargs=None):
-    """(env steps/s, time shares, achieved GFLOP/s, FLOPs of one step); ``flops``: the FLOPs
+    """(env steps/s, time shares, achieved GFLOP/s, FLOPs of one step, seconds of the first
+    step: a compiled model's compile time at this batch size); ``flops``: the FLOPs
     of one step when known (a compiled or graphed model's calls cannot be counted; they are
     the eager model's)."""
     env = DexACWorldVectorEnv(n, max_episode_steps=None, checkpoint=model, store=store,
@@ -124,7 +128,9 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
                               **(env_kwargs or {}))
     env.reset(seed=0)
     actions = env.core.pose.astype(np.float32)
+    start = time.perf_counter()
     env.step(actions)  # warm-up (and compilation, when compiled)
+    first_step = time.perf_counter() - start
     if flops is None:
         # the counter cannot see into a CUDA-graph replay: count one eager step
         graphed = bool(env_kwargs and env_kwargs.get("cuda_graphs"))
@@ -158,7 +164,8 @@ def bench_batched(model, store, n, obs_mode, steps, sampling_steps, profile=Fals
         timer.restore()
         stages = {k: round(v / profiled, 3) for k, v in timer.totals.items()}
         stages["rest"] = round(1 - sum(stages.values()), 3)
-    return n * steps / elapsed, stages, flops_per_step * steps / elapsed / 1e9, flops_per_step
+    gflops = flops_per_step * steps / elapsed / 1e9
+    return n * steps / elapsed, stages, gflops, flops_per_step, first_step
 
 
 def bench_loop(model, store, n, obs_mode, steps, sampling_steps, env_kwargs=None):
@@ -198,11 +205,17 @@ def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul, flops=Non
     """One row: n envs batched vs a loop of n single envs (when ``loop``), and the batched
     step's GFLOP/s against the matmul rate of the mode's dtype."""
     kwargs = mode_kwargs(mode, device)
-    batched, stages, gflops, flops = bench_batched(
+    dtype = mode.partition("+")[0]
+    # the matmul rate right before and after the batched steps: a shared CPU's speed drifts
+    # within minutes (E24 saw 160-260 GFLOP/s fp32 in one hour), so each row is read against
+    # the rate of its own minute, not only the run's
+    before = _row_rate(model.device, dtype)
+    batched, stages, gflops, flops, first_step = bench_batched(
         model, store, n, obs_mode, steps, sampling_steps, obs_mode == "rgb", flops, kwargs
     )
+    after = _row_rate(model.device, dtype)
     looped = bench_loop(model, store, n, obs_mode, steps, sampling_steps, kwargs) if loop else None
-    rate = max(matmul[mode.partition("+")[0]].values())
+    rate = (before + after) / 2
     return {
         "compiled": False,
         "mode": mode,
@@ -211,12 +224,23 @@ def _compare(model, store, n, obs_mode, steps, sampling_steps, matmul, flops=Non
         "obs_mode": obs_mode,
         "num_envs": n,
         "batched_env_steps_per_s": round(batched, 1),
+        "batched_first_step_s": round(first_step, 2),
         "loop_env_steps_per_s": None if looped is None else round(looped, 1),
         "speedup": None if looped is None else round(batched / looped, 2),
         "batched_gflops": round(gflops, 1),
         "fraction_of_matmul": round(gflops / rate, 3),
+        "row_matmul_gflops": {"before": round(before, 1), "after": round(after, 1)},
+        "fraction_of_run_matmul": round(gflops / max(matmul[dtype].values()), 3),
         "time_share_batched": stages,
     }
+
+
+def _row_rate(device: torch.device, dtype: str) -> float:
+    """This minute's square-matmul GFLOP/s in ``dtype`` (``fp32``/``bf16``): the best of the
+    two largest sizes ``matmul_rates`` uses (a second or two on a CPU)."""
+    sizes = (4096, 8192) if device.type == "cuda" else (1024, 2048)
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    return max(matmul_gflops(device, sizes, dtype=torch_dtype).values())
 
 
 def matmul_rates(device: torch.device, modes: list[str]) -> dict:
@@ -321,12 +345,18 @@ def main(argv: list[str] | None = None) -> int:
                 "note": "compare rows of one run, not across runs (a shared CPU varies ~3x). "
                         "env steps/s counts every env of the batch; one imagined step covers "
                         f"{frames_per_step} frames (frames_per_step default), one simulator "
-                        "step 1 frame. fraction_of_matmul: of the rate of the row's dtype",
+                        "step 1 frame. fraction_of_matmul: of the matmul rate of the row's dtype "
+                        "measured right before and after its batched steps "
+                        "(row_matmul_gflops); fraction_of_run_matmul: of the run's rate "
+                        "measured at its start. speedup_vs_fp32_loop: the batched row "
+                        "against the eager fp32 loop of the same size (what a user "
+                        "would otherwise run)",
             }
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
         eager_flops = {}  # (sampling steps, obs mode, envs) -> FLOPs of one batched step
+        fp32_loop = {}  # the same key -> env steps/s of the eager fp32 loop of single envs
         for compiled in (False, True) if args.compile else (False,):
             if compiled:  # in place: every row after this one runs the compiled network
                 model.compile_network()
@@ -339,7 +369,13 @@ def main(argv: list[str] | None = None) -> int:
                                            matmul, eager_flops.get(key), mode, args.device,
                                            loop=n <= loop_max)
                             eager_flops.setdefault(key, row["flops_per_batched_step"])
-                            rows.append({**row, "compiled": compiled})
+                            row = {**row, "compiled": compiled}
+                            if not compiled and mode == "fp32":
+                                fp32_loop[key] = row["loop_env_steps_per_s"]
+                            if fp32_loop.get(key):
+                                row["speedup_vs_fp32_loop"] = round(
+                                    row["batched_env_steps_per_s"] / fp32_loop[key], 2)
+                            rows.append(row)
                             print(json.dumps(rows[-1]), flush=True)
                             write()
         sim = None if args.no_sim else bench_sim(max(args.steps * 4, 20))
