@@ -163,6 +163,12 @@ class WorldModel(nn.Module):
         """``torch.compile`` the network in place (state-dict names unchanged), with fixed
         shapes: each batch size compiles once, on its first call. ``options`` go to
         ``nn.Module.compile`` (e.g. ``mode="reduce-overhead"`` for CUDA graphs on a GPU)."""
+        # dynamo keeps at most ``recompile_limit`` (8) compiled versions of a function's code,
+        # counted over every model in the process, and past it runs the function eagerly
+        # without a word: batch sizes x precisions x the DiT's calls with and without keypoint
+        # tokens passed 8 in one benchmark (E24), so the limit is raised
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         self.dit.compile(dynamic=False, **options)
 
     def set_inference(self, precision: str = "fp32", cuda_graphs: bool = False) -> None:
