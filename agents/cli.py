@@ -35,6 +35,10 @@ def _env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-scale", type=float, default=None,
                    help="classifier-free guidance on actions (default: the model's; > 1 needs a "
                         "model trained with conditioning.action_dropout)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the world model's inference precision: bf16 autocasts its sampler and "
+                        "decoder (on a CPU with AMX a batched step runs 1.2-1.6x fp32's at the "
+                        "same quality, docs/experiments.md E24)")
 
 
 def _planner_args(p: argparse.ArgumentParser) -> None:
@@ -165,7 +169,7 @@ def _env_config(args, kind: str, **overrides):
     values = {"kind": kind, "task": args.task, "action_set": args.action_set,
               "max_episode_steps": args.max_episode_steps, "checkpoint": args.checkpoint,
               "store": args.store, "split": args.split, "sampling_steps": args.sampling_steps,
-              "cfg_scale": args.cfg_scale}
+              "cfg_scale": args.cfg_scale, "precision": args.precision}
     return AgentEnvConfig(**(values | overrides))
 
 

@@ -37,6 +37,8 @@ class AgentEnvConfig:
     cfg_scale: classifier-free guidance on actions (None: the model's; > 1 needs a model
         trained with ``conditioning.action_dropout``).
     reward: world reward (``"learned"``, ``"goal_image"``, ``"pose_tracking"``).
+    precision: the world model's inference precision (``"fp32"`` or ``"bf16"`` autocast;
+        DexACWorld-v0's ``precision``).
     success_termination: end imagined episodes when the success head's probability reaches
         this (None: never; the imagined world has no terminal state otherwise).
     """
@@ -53,6 +55,7 @@ class AgentEnvConfig:
     cfg_scale: float | None = None
     reward: str = "learned"
     success_termination: float | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.kind not in ENV_KINDS:
@@ -71,7 +74,7 @@ class AgentEnvConfig:
         """Keyword arguments of DexACWorld-v0 (dict observations)."""
         return {"checkpoint": self.checkpoint, "store": self.store, "task": self.task,
                 "split": self.split, "sampling_steps": self.sampling_steps,
-                "cfg_scale": self.cfg_scale,
+                "cfg_scale": self.cfg_scale, "precision": self.precision,
                 "reward": self.reward, "obs_mode": "dict"}
 
 

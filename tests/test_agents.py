@@ -281,6 +281,23 @@ def test_action_guidance_reaches_imagination_and_warns_without_trained_null_toke
         WorldEnvConfig.from_kwargs(cfg_scale=0.0)
 
 
+def test_precision_reaches_imagination(world_model):
+    """`--precision bf16` runs the imagined step in bf16: from the same state and noise it
+    differs from the fp32 step, but only by bf16's rounding; an fp32 env built after it on the
+    same model runs in fp32 again."""
+    from agents.branching import world_vector_env
+
+    half = world_vector_env(config("world", world_model, precision="bf16"), 1)
+    assert half.core.model.precision == "bf16"
+    action = half.core.pose.astype(np.float32)
+    b = half.step(action)[0]
+    full = world_vector_env(config("world", world_model), 1)
+    assert full.core.model.precision == "fp32"
+    a = full.step(action)[0]
+    assert not np.array_equal(a, b)
+    assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
+
+
 def test_support_penalty_lowers_only_plans_that_leave_the_training_data(world_model):
     from agents.branching import WorldBranch
 
