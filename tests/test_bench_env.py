@@ -1,4 +1,5 @@
-"""benchmarks/bench_env.py's choice of model: a candidate file is timed instead of the default."""
+"""benchmarks/bench_env.py's choice of model (a candidate file is timed instead of the
+default), and the arguments bench_env.py and bench_precision.py refuse before anything runs."""
 
 from __future__ import annotations
 
@@ -20,3 +21,14 @@ def test_a_missing_checkpoint_is_refused_before_anything_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_env.main(["--checkpoint", str(tmp_path / "none.safetensors"), "--no-sim"])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bench_precision_refuses_bad_arguments_before_anything_runs(tmp_path, capsys):
+    from benchmarks import bench_precision
+
+    with pytest.raises(SystemExit):
+        bench_precision.main(["--checkpoint", str(tmp_path / "none.safetensors")])
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_precision.main(["--rounds", "0"])
+    assert ">= 1" in capsys.readouterr().err
