@@ -41,6 +41,28 @@ def test_kl_tiny_round_trip_shapes_stats_and_training_step():
         tokenizer.encode(frames.float())
 
 
+def test_cpu_decode_feeds_the_vae_channels_last_and_draws_the_same_frames():
+    """On a CPU the decoder gets channels-last input (oneDNN's own layout, E24); the frames are
+    those of the NCHW path up to rounding."""
+    torch.manual_seed(0)
+    tokenizer = VideoTokenizer(TokenizerConfig())
+    frames = _frames()
+    tokenizer.compute_latent_stats(frames)
+    latents = tokenizer.encode(frames)
+    decode, seen = tokenizer.vae.decode, []
+
+    def recording(z, *args, **kwargs):
+        seen.append(z.is_contiguous(memory_format=torch.channels_last))
+        return decode(z, *args, **kwargs)
+
+    tokenizer.vae.decode = recording
+    fast = tokenizer.decode(latents)
+    assert seen == [True]
+    tokenizer.vae.decode = lambda z, *a, **k: decode(z.contiguous(), *a, **k)  # plain NCHW
+    plain = tokenizer.decode(latents)
+    assert (fast.int() - plain.int()).abs().max() <= 2
+
+
 def test_worst_pixel_term_is_the_mean_of_the_largest_errors_and_is_checked():
     """``hard_pixel_weight`` adds that weight x the mean of each frame's worst pixel errors
     (summed over RGB), which is above the mean error: a tiny object the plain mean lets go

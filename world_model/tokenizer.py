@@ -185,9 +185,14 @@ class VideoTokenizer(nn.Module):
         raw = latents * std + mean
         b = raw.shape[0]
         if self.config.kind == "kl_tiny":
-            pixels = self.vae.decode(raw.flatten(0, 1)).sample.unflatten(
-                0, (b, -1)
-            )  # (B, T, 3, H, W)
+            raw = raw.flatten(0, 1)  # (B T, C, h, w)
+            if raw.device.type == "cpu":
+                # oneDNN's convolutions run channels-last natively: fed NCHW they reorder every
+                # activation. Channels-last input made a 16-frame decode 1.2-1.4x faster in
+                # fp32 and 1.4-1.8x in bf16 here (E24); the frames differ by rounding (<= 2 of
+                # 255). Not done on a GPU, where it was not measured.
+                raw = raw.contiguous(memory_format=torch.channels_last)
+            pixels = self.vae.decode(raw).sample.unflatten(0, (b, -1))  # (B, T, 3, H, W)
         else:
             pixels = self.vae.decode(raw.permute(0, 2, 1, 3, 4)).sample.permute(0, 2, 1, 3, 4)
         pixels = pixels.permute(0, 1, 3, 4, 2)  # (B, T, H, W, 3)
