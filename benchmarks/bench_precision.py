@@ -13,7 +13,9 @@ round*, and of its GFLOP/s over that round's matmul rate.
 
 Configurations: precision ``fp32`` / ``bf16`` (``WorldModel.set_inference``: autocast, on a
 CPU with AMX bf16 matmuls run 3-7x fp32's) x network eager / compiled (``torch.compile``; the
-first step's seconds are recorded as the compile time), each as one ``DexACWorldVectorEnv``
+first step's seconds are recorded as the compile time), plus bf16 compiled with TorchInductor's
+freezing (``compile="frozen"``: weights and their casts folded into the compiled code; about
+1.5 min of compile per batch size here), each as one ``DexACWorldVectorEnv``
 of N envs (``batched``) and as N single ``DexACWorldEnv`` stepped in a loop (``loop``). Each
 precision x compile pair has its own copy of the model (both settings act on the model in
 place). FLOPs are counted on one eager fp32 batched step (``torch.utils.flop_counter``).
@@ -45,14 +47,15 @@ from dexac_env.vector_env import DexACWorldVectorEnv
 from dexac_env.world_env import DexACWorldEnv
 
 PRECISIONS = ("fp32", "bf16")
+MODE_NAMES = {True: "compiled", "frozen": "frozen"}
 
 
 class Config:
     """One way of stepping N imagined envs; ``step()`` advances all N once."""
 
     def __init__(self, name: str, model, store: str, n: int, obs_mode: str, precision: str,
-                 batched: bool, sampling_steps: int | None):
-        self.name, self.precision = name, precision
+                 batched: bool, sampling_steps: int | None, compiled: bool | str = False):
+        self.name, self.precision, self.compiled = name, precision, compiled
         kwargs = {"checkpoint": model, "store": store, "obs_mode": obs_mode, "reward": "learned",
                   "sampling_steps": sampling_steps, "precision": precision}
         if batched:
@@ -97,12 +100,12 @@ def run_obs_mode(models: dict, store: str, n: int, obs_mode: str, rounds: int,
                  sampling_steps: int | None, seed: int) -> dict:
     configs = []
     for (precision, compiled), model in models.items():
-        suffix = f"{precision}{' compiled' if compiled else ''}"
+        suffix = f"{precision}{'' if not compiled else ' ' + MODE_NAMES[compiled]}"
         for batched in (True, False):
             name = f"{'batched' if batched else 'loop'} {suffix}"
             print(f"  building {name} ...", flush=True)
             configs.append(Config(name, model, store, n, obs_mode, precision, batched,
-                                  sampling_steps))
+                                  sampling_steps, compiled))
     flops = step_flops(next(c for c in configs if c.name == "batched fp32"))
     rng = random.Random(seed)
     matmul = []
@@ -120,7 +123,7 @@ def run_obs_mode(models: dict, store: str, n: int, obs_mode: str, rounds: int,
         row = {
             "config": c.name,
             "precision": c.precision,
-            "compiled": "compiled" in c.name,
+            "compiled": c.compiled,
             "batched": c.name.startswith("batched"),
             "first_step_s": round(c.first_step_s, 2),
             "step_s_median": round(float(np.median(times)), 4),
@@ -170,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         base, store, kind = _model_and_store(tmp, args.checkpoint)
         base = base.eval().requires_grad_(False)  # inference; the FLOP counter needs it
         models = {}
-        for compiled in (False,) if args.no_compile else (False, True):
-            for precision in PRECISIONS:
+        for compiled in (False,) if args.no_compile else (False, True, "frozen"):
+            for precision in PRECISIONS if compiled != "frozen" else ("bf16",):
                 model = copy.deepcopy(base)
                 if compiled:
-                    model.compile_network()
+                    model.compile_network(freeze=compiled == "frozen")
                 models[(precision, compiled)] = model
         result = {
             "benchmark": "bench_precision",

@@ -92,7 +92,10 @@ class WorldEnvConfig(EnvKwargs):
     compile: compile the world model's network with ``torch.compile`` (TorchInductor; on a
         CPU it needs a C++ compiler). The first step at each batch size pays the compile time
         (tens of seconds); a ``WorldModel`` instance passed as ``checkpoint`` is compiled in
-        place. docs/env.md gives the measured gain.
+        place. ``"frozen"``: compiled with TorchInductor's freezing, the weights (and, under
+        bf16, their casts) folded into the compiled code as constants: faster on a CPU, a
+        longer compile (~1.5 min per batch size here), and weights changed after the first
+        step are not seen (inference only). docs/env.md gives the measured gain.
     precision: ``"fp32"`` or ``"bf16"`` (autocast of the sampler and decoder on the model's
         device; ``WorldModel.set_inference``).
     cuda_graphs: replay each sampler call as a CUDA graph, captured on the first step at each
@@ -111,7 +114,7 @@ class WorldEnvConfig(EnvKwargs):
     reward: Any = "learned"
     device: str = "cpu"
     render_mode: str | None = None
-    compile: bool = False
+    compile: bool | str = False
     precision: str = "fp32"
     cuda_graphs: bool = False
 
@@ -119,9 +122,10 @@ class WorldEnvConfig(EnvKwargs):
 
     def __post_init__(self) -> None:
         self.check("frames_per_step", "sampling_steps")
-        for name in ("compile", "cuda_graphs"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
+        if not (isinstance(self.compile, bool) or self.compile == "frozen"):
+            raise ValueError(f"compile must be True, False or 'frozen', got {self.compile!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.cfg_scale is not None and not self.cfg_scale > 0:
@@ -153,7 +157,7 @@ class WorldCore:
         self.model, self.config, self.num_envs, self.store = model, config, num_envs, store
         self.device = torch.device(config.device)
         if config.compile:
-            model.compile_network()
+            model.compile_network(freeze=config.compile == "frozen")
         model.set_inference(config.precision, config.cuda_graphs)
         self.reward_fn: Reward = make_reward(config.reward)
         wm = model.config

@@ -129,3 +129,15 @@ def test_compile_network_allows_more_compiled_versions_than_dynamos_default():
         assert dynamo_config.recompile_limit >= 64
     finally:
         dynamo_config.recompile_limit = saved
+
+
+def test_frozen_compile_asks_inductor_for_freezing():
+    """``compile_network(freeze=True)`` (the env's ``compile="frozen"``) passes TorchInductor's
+    ``freezing`` option and keeps the caller's other options; a plain compile does not freeze.
+    Nothing is compiled here (the wrapper is replaced)."""
+    model, calls = tiny_model(), []
+    model.dit.compile = lambda **kwargs: calls.append(kwargs)
+    model.compile_network(freeze=True, options={"max_autotune": False})
+    model.compile_network()
+    assert calls[0] == {"dynamic": False, "options": {"max_autotune": False, "freezing": True}}
+    assert calls[1] == {"dynamic": False}

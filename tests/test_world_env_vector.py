@@ -139,6 +139,7 @@ def test_branched_state_carries_each_envs_goal_and_time_limit(tiny_model, store_
     envs.close()
 
 
-def test_compile_is_a_bool(tiny_model):
-    with pytest.raises(ValueError, match="compile must be True or False"):
+def test_compile_is_a_bool_or_frozen(tiny_model):
+    with pytest.raises(ValueError, match="compile must be True, False or 'frozen'"):
         WorldEnvConfig(checkpoint=tiny_model, compile="yes")
+    assert WorldEnvConfig(checkpoint=tiny_model, compile="frozen").compile == "frozen"

@@ -159,10 +159,15 @@ class WorldModel(nn.Module):
             self._semantic_cache = (weakref.ref(semantic), kv)
         return kv
 
-    def compile_network(self, **options) -> None:
+    def compile_network(self, freeze: bool = False, **options) -> None:
         """``torch.compile`` the network in place (state-dict names unchanged), with fixed
         shapes: each batch size compiles once, on its first call. ``options`` go to
-        ``nn.Module.compile`` (e.g. ``mode="reduce-overhead"`` for CUDA graphs on a GPU)."""
+        ``nn.Module.compile`` (e.g. ``mode="reduce-overhead"`` for CUDA graphs on a GPU).
+        ``freeze``: TorchInductor's freezing, for inference: the weights become constants of
+        the compiled code (folded with their bf16 casts under autocast, prepacked for oneDNN
+        on a CPU), so weights changed after the first call are not seen."""
+        if freeze:
+            options["options"] = {**options.get("options", {}), "freezing": True}
         # dynamo keeps at most ``recompile_limit`` (8) compiled versions of a function's code,
         # counted over every model in the process, and past it runs the function eagerly
         # without a word: batch sizes x precisions x the DiT's calls with and without keypoint
