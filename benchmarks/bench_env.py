@@ -48,7 +48,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.flop_counter import FlopCounterMode
 
 import dexac_env  # noqa: F401
-from benchmarks.bench_wm_step import matmul_gflops
+from benchmarks.bench_wm_step import machine_description, matmul_gflops
 from dexac_env.defaults import DEFAULT_CHECKPOINT, DEFAULT_STORE
 from dexac_env.vector_env import DexACWorldVectorEnv
 from dexac_env.world_env import DexACWorldEnv
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 "timed_steps": args.steps,
                 "torch_threads": torch.get_num_threads(),
                 "torch": torch.__version__,
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+                "machine": machine_description(),
                 "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                 "imagined": rows,
                 "simulator_env_steps_per_s": None if sim is None else round(sim, 1),

@@ -1,7 +1,7 @@
 """fp32 vs bf16, eager vs compiled: the imagined env step side by side, interleaved in rounds.
 
     python -m benchmarks.bench_precision [--envs 16] [--rounds 8] [--obs-modes rgb latent] \
-        [--out benchmarks/results/env_precision_cpu.json]
+        [--precisions fp32 bf16] [--out benchmarks/results/env_precision_cpu.json]
 
 ``bench_env`` times each configuration in its own block of steps, one after another; on a
 shared CPU whose speed drifts within minutes (E24 saw the fp32 matmul rate move between 160 and
@@ -13,14 +13,16 @@ round*, and of its GFLOP/s over that round's matmul rate.
 
 Configurations: precision ``fp32`` / ``bf16`` (``WorldModel.set_inference``: autocast, on a
 CPU with AMX bf16 matmuls run 3-7x fp32's) x network eager / compiled (``torch.compile``; the
-first step's seconds are recorded as the compile time), plus bf16 compiled with TorchInductor's
+first step's seconds are recorded as the compile time) / compiled with TorchInductor's
 freezing (``compile="frozen"``: weights and their casts folded into the compiled code; about
 1.5 min of compile per batch size here), each as one ``DexACWorldVectorEnv``
 of N envs (``batched``) and as N single ``DexACWorldEnv`` stepped in a loop (``loop``). Each
 precision x compile pair has its own copy of the model (both settings act on the model in
 place). FLOPs are counted on one eager fp32 batched step (``torch.utils.flop_counter``).
 Uses the shipped checkpoint when present (else ``bench_env``'s random tiny model). Writes
-JSON after every obs mode; asserts nothing; never part of the tests.
+JSON after every obs mode; asserts nothing; never part of the tests. bf16 is timed by default
+only on a CPU with bf16 matmul units (AMX or AVX512-BF16): on an AVX2-only AMD EPYC a 16-env
+bf16 step ran 6.5x slower than fp32 and one emulated bf16 matmul-rate measurement took minutes.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -42,9 +42,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dexac_env  # noqa: F401
 from benchmarks.bench_env import _model_and_store
-from benchmarks.bench_wm_step import matmul_gflops
+from benchmarks.bench_wm_step import machine_description, matmul_gflops
 from dexac_env.vector_env import DexACWorldVectorEnv
 from dexac_env.world_env import DexACWorldEnv
+from world_model.facade import cpu_has_bf16_matmul
 
 PRECISIONS = ("fp32", "bf16")
 MODE_NAMES = {True: "compiled", "frozen": "frozen"}
@@ -90,14 +91,15 @@ def step_flops(config: Config) -> int:
     return int(counter.get_total_flops())
 
 
-def _rates() -> dict[str, float]:
+def _rates(precisions) -> dict[str, float]:
     cpu = torch.device("cpu")
-    return {"fp32": max(matmul_gflops(cpu, (1024, 2048)).values()),
-            "bf16": max(matmul_gflops(cpu, (1024, 2048), dtype=torch.bfloat16).values())}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return {p: max(matmul_gflops(cpu, (1024, 2048), dtype=dtypes[p]).values())
+            for p in precisions}
 
 
 def run_obs_mode(models: dict, store: str, n: int, obs_mode: str, rounds: int,
-                 sampling_steps: int | None, seed: int) -> dict:
+                 sampling_steps: int | None, seed: int, precisions=PRECISIONS) -> dict:
     configs = []
     for (precision, compiled), model in models.items():
         suffix = f"{precision}{'' if not compiled else ' ' + MODE_NAMES[compiled]}"
@@ -110,7 +112,7 @@ def run_obs_mode(models: dict, store: str, n: int, obs_mode: str, rounds: int,
     rng = random.Random(seed)
     matmul = []
     for r in range(rounds):
-        matmul.append(_rates())
+        matmul.append(_rates(precisions))
         for config in rng.sample(configs, len(configs)):
             config.times.append(config.step())
         print(f"  round {r + 1}/{rounds}: " + ", ".join(
@@ -134,7 +136,7 @@ def run_obs_mode(models: dict, store: str, n: int, obs_mode: str, rounds: int,
         }
         if per_round_gflops is not None:
             row["gflops_median"] = round(float(np.median(per_round_gflops)), 1)
-            for dtype in PRECISIONS:
+            for dtype in precisions:
                 rate = np.asarray([m[dtype] for m in matmul])
                 row[f"fraction_of_{dtype}_matmul"] = round(
                     float(np.median(per_round_gflops / rate)), 3)
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                         default=["rgb", "latent"])
     parser.add_argument("--sampling-steps", type=int, default=None, help="default: the model's")
     parser.add_argument("--no-compile", action="store_true", help="eager configurations only")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
+                        help="default: fp32 and bf16 on a CPU with bf16 matmul units (AMX or "
+                             "AVX512-BF16), fp32 alone elsewhere (emulated bf16 matmuls take "
+                             "minutes to even measure the rate there)")
     parser.add_argument("--checkpoint", default=None,
                         help="world-model file to time (default: the shipped default)")
     parser.add_argument("--seed", type=int, default=0, help="the rounds' shuffles")
@@ -169,12 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--envs and --rounds must be >= 1")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint {args.checkpoint} does not exist")
+    precisions = tuple(args.precisions or (PRECISIONS if cpu_has_bf16_matmul() else ("fp32",)))
+    if "fp32" not in precisions:
+        parser.error("--precisions must include fp32: the eager fp32 loop is the yardstick")
+    if args.precisions is None and "bf16" not in precisions:
+        print(f"no bf16 matmul units on this CPU ({machine_description()}): fp32 only; "
+              "--precisions fp32 bf16 times bf16 anyway", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         base, store, kind = _model_and_store(tmp, args.checkpoint)
         base = base.eval().requires_grad_(False)  # inference; the FLOP counter needs it
         models = {}
         for compiled in (False,) if args.no_compile else (False, True, "frozen"):
-            for precision in PRECISIONS if compiled != "frozen" else ("bf16",):
+            for precision in precisions:
                 model = copy.deepcopy(base)
                 if compiled:
                     model.compile_network(freeze=compiled == "frozen")
@@ -187,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             "sampling_steps": args.sampling_steps or base.config.sampler.num_steps,
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+            "machine": machine_description(),
+            "precisions": list(precisions),
             "command": "python -m benchmarks.bench_precision " + " ".join(
                 argv if argv is not None else sys.argv[1:]),
             "note": "medians over rounds; every configuration steps once per round, in a "
@@ -200,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         for obs_mode in args.obs_modes:
             print(f"{obs_mode}:", flush=True)
             result["obs_modes"].append(run_obs_mode(models, store, args.envs, obs_mode,
-                                                    args.rounds, args.sampling_steps, args.seed))
+                                                    args.rounds, args.sampling_steps, args.seed,
+                                                    precisions))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for block in result["obs_modes"]:

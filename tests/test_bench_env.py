@@ -32,3 +32,15 @@ def test_bench_precision_refuses_bad_arguments_before_anything_runs(tmp_path, ca
     with pytest.raises(SystemExit):
         bench_precision.main(["--rounds", "0"])
     assert ">= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_precision.main(["--precisions", "bf16"])
+    assert "must include fp32" in capsys.readouterr().err
+
+
+def test_machine_description_says_whether_bf16_has_units(monkeypatch):
+    from benchmarks import bench_wm_step
+
+    monkeypatch.setattr(bench_wm_step, "cpu_has_bf16_matmul", lambda: False)
+    assert bench_wm_step.machine_description().endswith("bf16 matmul units: no")
+    monkeypatch.setattr(bench_wm_step, "cpu_has_bf16_matmul", lambda: True)
+    assert bench_wm_step.machine_description().endswith("bf16 matmul units: yes")

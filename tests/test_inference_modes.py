@@ -5,11 +5,14 @@ check script (benchmarks/gpu_wave2.sh) runs them on the lent GPU."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from dexac_env.world_core import WorldEnvConfig
 from tests.wm_helpers import fake_semantic, gap_actions, latents, tiny_model, wake
+from world_model import facade
 from world_model.cuda_graphs import CudaGraphCache
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -44,6 +47,34 @@ def test_bf16_predict_and_decode_stay_close_to_fp32_and_float32():
     assert frames.dtype == torch.uint8
     model.set_inference("fp32")
     assert torch.equal(_predict(model, context, actions, semantic, [1, 2]), full)
+
+
+def test_bf16_on_a_cpu_without_bf16_units_warns(monkeypatch):
+    model = tiny_model()
+    monkeypatch.setattr(facade, "cpu_has_bf16_matmul", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without bf16 matmul units"):
+        model.set_inference("bf16")
+    assert model.precision == "bf16"  # a warning, not a refusal
+    monkeypatch.setattr(facade, "cpu_has_bf16_matmul", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.set_inference("bf16")
+        model.set_inference("fp32")
+    monkeypatch.setattr(facade, "cpu_has_bf16_matmul", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.set_inference("fp32")  # fp32 never warns
+
+
+def test_cpu_bf16_check_reads_torch(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert facade.cpu_has_bf16_matmul() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert facade.cpu_has_bf16_matmul() is True
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert facade.cpu_has_bf16_matmul() is False
 
 
 def test_inference_options_are_checked():

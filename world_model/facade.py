@@ -11,6 +11,7 @@ the pose frame t shows).
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import numpy as np
@@ -38,6 +39,15 @@ def _repeat_kv(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, times: int):
         return None
     return [(k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in kv]
 
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (Intel AMX tiles or AVX512-BF16), where
+    ``precision="bf16"`` pays; elsewhere (AVX2-only CPUs such as AMD Zen 3) oneDNN emulates
+    bf16 and an imagined step ran ~6x slower than fp32 (E24). Torch exposes the checks only
+    as private ``torch.cpu`` functions; a torch without them counts as no."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 class WorldModel(nn.Module):
     """Tokenizer + semantic encoders + action conditioner + DiT + reward head.
@@ -191,6 +201,13 @@ class WorldModel(nn.Module):
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(
                 f"cuda_graphs needs the model on a CUDA device, it is on {self.device}"
+            )
+        if precision == "bf16" and self.device.type == "cpu" and not cpu_has_bf16_matmul():
+            warnings.warn(
+                "precision='bf16' on a CPU without bf16 matmul units (neither AMX nor "
+                "AVX512-BF16): the matmuls run emulated, several times slower than fp32 "
+                "(docs/experiments.md E24); keep fp32 on this machine",
+                RuntimeWarning, stacklevel=2,
             )
         self.precision = precision
         if not cuda_graphs:
