@@ -38,7 +38,8 @@ def _env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the world model's inference precision: bf16 autocasts its sampler and "
                         "decoder (on a CPU with AMX a batched step runs 1.2-1.6x fp32's at the "
-                        "same quality, docs/experiments.md E24)")
+                        "same quality; without bf16 units, e.g. AVX2-only AMD, several times slower: "
+                        "it warns; docs/experiments.md E24)")
 
 
 def _planner_args(p: argparse.ArgumentParser) -> None:
