@@ -41,8 +41,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dexac_env  # noqa: F401
-from benchmarks.bench_env import _model_and_store
-from benchmarks.bench_wm_step import machine_description, matmul_gflops
+from benchmarks.bench_env import _model_and_store, _row_rate
+from benchmarks.bench_wm_step import machine_description
 from dexac_env.vector_env import DexACWorldVectorEnv
 from dexac_env.world_env import DexACWorldEnv
 from world_model.facade import cpu_has_bf16_matmul
@@ -93,9 +93,7 @@ def step_flops(config: Config) -> int:
 
 def _rates(precisions) -> dict[str, float]:
     cpu = torch.device("cpu")
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    return {p: max(matmul_gflops(cpu, (1024, 2048), dtype=dtypes[p]).values())
-            for p in precisions}
+    return {p: _row_rate(cpu, p) for p in precisions}
 
 
 def run_obs_mode(models: dict, store: str, n: int, obs_mode: str, rounds: int,

@@ -40,7 +40,6 @@ def _repeat_kv(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, times: int):
     return [(k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in kv]
 
 
-
 def cpu_has_bf16_matmul() -> bool:
     """Whether this CPU multiplies bf16 in hardware (Intel AMX tiles or AVX512-BF16), where
     ``precision="bf16"`` pays; elsewhere (AVX2-only CPUs such as AMD Zen 3) oneDNN emulates
@@ -48,6 +47,7 @@ def cpu_has_bf16_matmul() -> bool:
     as private ``torch.cpu`` functions; a torch without them counts as no."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
 
 class WorldModel(nn.Module):
     """Tokenizer + semantic encoders + action conditioner + DiT + reward head.
